@@ -1,0 +1,71 @@
+"""Sample quality of the text-conditioned decoder: judge accuracy and Frechet distance.
+
+    python benchmarks/decoder_quality.py                                  # default checkpoints, default sampler
+    python benchmarks/decoder_quality.py --guidance_scales 1 2 3 5        # the accuracy / Frechet frontier
+    python benchmarks/decoder_quality.py --sampler ddpm --steps 1000 --per_class 20
+
+For each guidance scale and prompt form ("six" and "6"), ``--per_class`` images
+per class are generated and judged; the real-vs-real Frechet distance at the
+same sample size is printed beside them (see utils.judge.QualityReference).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import common  # noqa: F401
+from common import write_result
+import torch
+
+from dataloading.datasets import load_dataset
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from utils.judge import QualityReference, load_or_train_judge
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
+    parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
+    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--sampler", default="dpmpp_2m")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--thresholding", default="static")
+    parser.add_argument("--per_class", type=int, default=100)
+    parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")
+    parser.add_argument("--name", default=None, help="result file name (default: from sampler and steps)")
+    args = parser.parse_args()
+
+    clip = load_clip(args.clip_model_path)
+    decoder = Decoder.load(args.decoder_path)
+    decoder.check_clip(clip, args.decoder_path)
+    splits = load_dataset(decoder.config.dataset)
+    judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
+    reference = QualityReference(judge, splits, args.per_class)
+    print(f"judge held-out accuracy {judge_accuracy:.4f}; real-vs-real Frechet {reference.real['frechet']:.3f} at {reference.real['num_images']} images")
+    conditioner = ClipConditioner(clip)
+    captions = splits.captions
+    forms = args.forms or list(captions.name_forms)
+    labels = torch.arange(captions.num_classes).repeat_interleave(args.per_class)
+    rows = []
+    for scale in args.guidance_scales:
+        for form in forms:
+            prompts = [captions.prompts(form)[int(c)][0] for c in labels]
+            cond = conditioner.text(prompts)
+            if not decoder.config.unet.token_dim:
+                cond.tokens = cond.token_mask = None
+            start = time.perf_counter()
+            images = decoder.generate(cond, args.sampler, args.steps, scale, args.thresholding, seed=1)
+            seconds = time.perf_counter() - start
+            result = reference.evaluate(images, labels)
+            result.update(guidance_scale=scale, form=form, seconds=round(seconds, 1), frechet_ratio=result["frechet"] / reference.real["frechet"])
+            rows.append(result)
+            print(f"guidance {scale:4.1f} {form:8s} accuracy {result['accuracy']:.4f} (worst class {result['min_class_accuracy']:.3f})  "
+                  f"Frechet {result['frechet']:.3f} = {result['frechet_ratio']:.2f}x real  [{seconds:.0f} s for {len(labels)} images]")
+    name = args.name or f"decoder_quality_{args.sampler}_{args.steps}"
+    write_result(name, {"sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
+                        "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "results": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""TinyCLIP: a character LSTM and a CNN trained to agree (Radford et al., 2021).
+
+Both encoders map into one D-dimensional space; embeddings are L2-normalised
+and compared by cosine similarity scaled by a learned temperature
+(logit_scale = log(1/0.07) at init, exp(logit_scale) clamped at 100, as in CLIP).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dataloading.character_tokenizer import CharTokenizer, TokenBatch
+from models.image_encoder import ImageEncoder
+from models.text_encoder import TextEncoder
+
+MAX_LOGIT_SCALE = 100.0
+
+
+@dataclass
+class CLIPConfig:
+    embed_dim: int = 64
+    image_channels: int = 1
+    image_size: int = 28
+    image_width: int = 32  # channels of the CNN's first stage
+    char_dim: int = 32
+    text_hidden_dim: int = 64  # per direction; token states are 2x this
+    text_layers: int = 1
+
+
+class TinyCLIP(nn.Module):
+    def __init__(self, config: CLIPConfig, tokenizer: CharTokenizer) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.text_encoder = TextEncoder(tokenizer.vocab_size, config.embed_dim, config.char_dim, config.text_hidden_dim, config.text_layers)
+        self.image_encoder = ImageEncoder(config.image_channels, config.embed_dim, config.image_width)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] in [-1, 1] -> unit-norm embeddings [B, D]."""
+        return F.normalize(self.image_encoder(images), dim=-1)
+
+    def encode_tokens(self, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (unit-norm embeddings [B, D], token states [B, L, 2H])."""
+        embedding, states = self.text_encoder(tokens.to(self.device))
+        return F.normalize(embedding, dim=-1), states
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """List of prompts -> unit-norm embeddings [B, D]."""
+        return self.encode_tokens(self.tokenizer.batch_encode(texts))[0]
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def forward(self, images: torch.Tensor, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (logits_per_image [B, B], logits_per_text [B, B])."""
+        image_embedding = self.encode_image(images)  # [B, D]
+        text_embedding, _ = self.encode_tokens(tokens)  # [B, D]
+        logits_per_image = self.scale() * image_embedding @ text_embedding.T  # [B_img, B_txt]
+        return logits_per_image, logits_per_image.T
+
+    def checkpoint_payload(self) -> dict:
+        return {"config": asdict(self.config), "tokenizer": self.tokenizer.to_dict(), "model": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, data: dict) -> "TinyCLIP":
+        model = cls(CLIPConfig(**data["config"]), CharTokenizer.from_dict(data["tokenizer"]))
+        model.load_state_dict(data["model"])
+        return model
+
+
+def contrastive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy over the similarity matrix, with soft targets.
+
+    CLIP's loss treats the diagonal as the only positive in each row. Here a
+    batch of 256 drawn from 10 classes holds ~25 images of each digit, and the
+    caption "six" fits all of them: calling the others negatives would push
+    the model to separate images of one class by caption, which is noise. So
+    the target of row i spreads evenly over every column j with
+    label_j == label_i, and the loss is the mean of the image->text and
+    text->image cross-entropies (with one image per class it is exactly CLIP's).
+    """
+    same = (labels[:, None] == labels[None, :]).float()  # [B, B]
+    targets = same / same.sum(dim=1, keepdim=True)  # rows sum to 1
+    loss_images = F.cross_entropy(logits_per_image, targets)
+    loss_texts = F.cross_entropy(logits_per_image.T, targets)  # `same` is symmetric
+    return (loss_images + loss_texts) / 2

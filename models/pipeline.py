@@ -1,0 +1,138 @@
+"""Glue between CLIP and the diffusion stages: conditioning, checkpoints, generation.
+
+    prompts --ClipConditioner.text--> Conditioning --Decoder.generate--> images [N, C, H, W] in [-1, 1]
+
+Everything a script, a benchmark or the notebook needs to turn a prompt into
+pixels lives here, so none of them carries its own copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from dataloading.character_tokenizer import CharTokenizer
+from models.clip import TinyCLIP
+from models.diffusion import NoiseSchedule, ScheduleConfig
+from models.samplers import SAMPLERS, THRESHOLDING, Denoiser, StepCallback, sample
+from models.unet import Conditioning, UNet, UNetConfig
+from utils.checkpoints import load_checkpoint
+from utils.cli import require
+from utils.errors import UserError
+from utils.training import autocast
+
+
+def clip_fingerprint(clip: TinyCLIP) -> dict:
+    """What a decoder must agree on with the CLIP it was trained on."""
+    weights = clip.text_encoder.projection.weight.detach().float().cpu().numpy().tobytes()
+    return {"embed_dim": clip.config.embed_dim, "tokenizer": clip.tokenizer.to_dict(),
+            "weights_sha1": hashlib.sha1(weights).hexdigest()[:16]}
+
+
+def load_clip(path: str, device: torch.device | str = "cpu") -> TinyCLIP:
+    data = load_checkpoint(path, "clip")
+    try:
+        model = TinyCLIP.from_checkpoint(data)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise UserError(f"checkpoint {path} is a damaged CLIP checkpoint ({type(err).__name__})") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+class ClipConditioner:
+    """A frozen CLIP that turns prompts or images into decoder conditioning."""
+
+    def __init__(self, clip: TinyCLIP) -> None:
+        self.clip = clip
+
+    @property
+    def tokenizer(self) -> CharTokenizer:
+        return self.clip.tokenizer
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Refuse prompts the text encoder cannot read: empty, or with no known character."""
+        require(len(prompts) > 0, "no prompt given")
+        for prompt in prompts:
+            require(prompt.strip() != "", "empty prompt: give some text, e.g. --prompt six")
+            unknown = self.tokenizer.unknown_characters(prompt)
+            known = set(prompt.lower()) - unknown - set(" ")
+            require(len(known) > 0, f"prompt {prompt!r} has only characters the tokenizer does not know (it knows {self.tokenizer.alphabet!r})")
+            if unknown:
+                warnings.warn(f"prompt {prompt!r}: the characters {''.join(sorted(unknown))!r} are unknown and read as <unk>")
+
+    @torch.no_grad()
+    def text(self, prompts: list[str]) -> Conditioning:
+        tokens = self.tokenizer.batch_encode(prompts)
+        embedding, states = self.clip.encode_tokens(tokens)
+        return Conditioning(embedding.float(), states.float(), tokens.mask.to(embedding.device))
+
+    @torch.no_grad()
+    def image(self, images: torch.Tensor) -> Conditioning:
+        return Conditioning(self.clip.encode_image(images.to(self.clip.device)).float())
+
+
+@dataclass
+class DecoderConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    condition: str = "text"  # "text": CLIP text embedding (+ tokens); "image": CLIP image embedding (unCLIP)
+    clip: dict = field(default_factory=dict)  # clip_fingerprint of the CLIP it was trained with
+    dataset: str = "mnist"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DecoderConfig":
+        return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"])
+
+
+class Decoder:
+    """A UNet plus its noise schedule: the part of a diffusion model that makes pixels."""
+
+    def __init__(self, config: DecoderConfig, model: UNet | None = None) -> None:
+        self.config = config
+        self.model = model if model is not None else UNet(config.unet)
+        self.schedule = NoiseSchedule(config.schedule)
+
+    @classmethod
+    def load(cls, path: str, device: torch.device | str = "cpu", kind: str = "decoder") -> "Decoder":
+        data = load_checkpoint(path, kind)
+        try:
+            decoder = cls(DecoderConfig.from_dict(data["config"]))
+            decoder.model.load_state_dict(data["ema"])  # sample with the EMA weights
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise UserError(f"checkpoint {path} is a damaged {kind} checkpoint ({type(err).__name__})") from None
+        decoder.model.to(device).eval().requires_grad_(False)
+        return decoder
+
+    def check_clip(self, clip: TinyCLIP, path: str = "decoder") -> None:
+        """A decoder only understands the CLIP space it was trained in."""
+        mine, theirs = self.config.clip, clip_fingerprint(clip)
+        require(mine["embed_dim"] == theirs["embed_dim"], f"{path} was trained on a CLIP with {mine['embed_dim']}-d embeddings, this CLIP has {theirs['embed_dim']}")
+        require(mine["tokenizer"] == theirs["tokenizer"], f"{path} was trained with another tokenizer than this CLIP's")
+        require(mine["weights_sha1"] == theirs["weights_sha1"], f"{path} was trained on another CLIP checkpoint (weights differ); retrain it or pass the matching --clip_model_path")
+
+    @torch.no_grad()
+    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 25, guidance_scale: float = 3.0,
+                 thresholding: str = "static", eta: float = 0.0, seed: int = 0, chunk_size: int = 256,
+                 callback: StepCallback | None = None, progress: Callable | None = None) -> torch.Tensor:
+        """One image per row of ``cond``; [N, C, H, W] in [-1, 1], on the CPU. Large N runs in chunks."""
+        require(sampler in SAMPLERS, f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+        require(thresholding in THRESHOLDING, f"unknown thresholding {thresholding!r}; choose from {', '.join(THRESHOLDING)}")
+        require(steps > 0, f"--steps must be positive, got {steps}")
+        require(guidance_scale >= 0, f"--guidance_scale must be 0 or more, got {guidance_scale}")
+        device = next(self.model.parameters()).device
+        generator = torch.Generator().manual_seed(seed)
+        c, size = self.config.unet.image_channels, self.config.unet.image_size
+        n = cond.embedding.shape[0]
+        chunks = range(0, n, chunk_size)
+        out = []
+        for start in (progress(chunks) if progress else chunks):
+            part = cond.select(slice(start, start + chunk_size)).to(device)
+            denoiser = Denoiser(self.model, self.schedule, part, guidance_scale, thresholding, lambda: autocast(device))
+            shape = (part.embedding.shape[0], c, size, size)
+            out.append(sample(denoiser, self.schedule, shape, sampler, steps, eta, generator, device, callback).float().cpu())
+        return torch.cat(out).clamp(-1, 1)

@@ -1,0 +1,165 @@
+"""Samplers: from noise to images, calling only a denoiser and the schedule.
+
+``Denoiser`` wraps the network with classifier-free guidance and thresholding
+and answers one question: given x_t at timestep t, what are x0_hat and
+eps_hat? Each sampler then walks a descending list of timesteps:
+
+    ddpm        ancestral sampling, DDPM Algorithm 2 (Ho et al. 2020), in its
+                posterior form (eq. 6-7) so it also runs on a respaced subset
+    ddim        DDIM (Song et al. 2021, eq. 12); eta = 0 deterministic, eta = 1 ~ DDPM
+    dpmpp_2m    DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order
+                multistep in log-SNR time, good samples in 10-25 steps
+
+Notation: a_t = alpha_bar_t, alpha_t = sqrt(a_t), sigma_t = sqrt(1 - a_t),
+lambda_t = log(alpha_t / sigma_t). "s" is the next (less noisy) timestep.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from models.diffusion import NoiseSchedule
+from models.unet import Conditioning
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
+THRESHOLDING = ("none", "static", "dynamic")
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (t, x_t, x0_hat)
+
+
+def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
+    """Imagen's dynamic thresholding (Saharia et al. 2022, sec. 2.3).
+
+    s = the percentile of |x0| per sample, at least 1; clip x0 to [-s, s] and
+    divide by s, so saturated pixels are pushed inwards instead of clipped hard.
+    """
+    s = torch.quantile(x0.flatten(1).abs(), percentile, dim=1).clamp(min=1.0).view(-1, *([1] * (x0.ndim - 1)))
+    return x0.clamp(-s, s) / s
+
+
+class Denoiser:
+    """(x_t, t) -> (x0_hat, eps_hat) with classifier-free guidance and thresholding.
+
+    Guidance (Ho & Salimans 2022): out = out_uncond + w (out_cond - out_uncond),
+    both passes in one batched forward. With w = 1 only the conditional pass runs.
+    The guided output is linear in the network's output, so guiding v, eps or x0
+    gives the same x0_hat.
+    """
+
+    def __init__(self, model: torch.nn.Module, schedule: NoiseSchedule, cond: Conditioning, guidance_scale: float = 1.0,
+                 thresholding: str = "static", autocast: Callable | None = None) -> None:
+        assert thresholding in THRESHOLDING, thresholding
+        self.model, self.schedule, self.guidance_scale, self.thresholding = model, schedule, guidance_scale, thresholding
+        self.cond = cond
+        self.guided_cond = cond.repeat_with_null() if guidance_scale != 1.0 else None
+        self.autocast = autocast
+
+    @torch.no_grad()
+    def model_output(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        b = x.shape[0]
+        if self.guided_cond is None:
+            return self._forward(x, torch.full((b,), t, device=x.device), self.cond)
+        out = self._forward(torch.cat([x, x]), torch.full((2 * b,), t, device=x.device), self.guided_cond)
+        cond_out, uncond_out = out.chunk(2)
+        return uncond_out + self.guidance_scale * (cond_out - uncond_out)
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        if self.autocast is None:
+            return self.model(x, t, cond).float()
+        with self.autocast():
+            return self.model(x, t, cond).float()
+
+    def __call__(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        x0, eps = self.schedule.split_prediction(self.model_output(x, t), x, t_batch)
+        if self.thresholding == "none":
+            return x0, eps
+        x0 = x0.clamp(-1, 1) if self.thresholding == "static" else dynamic_threshold(x0)
+        return x0, self.schedule.eps_from_x0(x0, x, t_batch)  # keep eps consistent with the thresholded x0
+
+
+def ddpm_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int],
+                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+    """Ancestral sampling: x_s ~ q(x_s | x_t, x0_hat), the posterior of DDPM eq. 6-7.
+
+    On the full 1000 steps this is Algorithm 2 line for line (beta_t' = beta_t);
+    on a subset, beta_t' = 1 - a_t / a_s is the respaced step's variance.
+    """
+    for i, t in enumerate(timesteps):
+        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x0, _ = denoiser(x, t)
+        if callback:
+            callback(t, x, x0)
+        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        beta = 1 - a_t / a_s
+        mean = (math.sqrt(a_s) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_s) / (1 - a_t)) * x  # eq. 7, mu_tilde
+        if s < 0:
+            return mean  # the last step adds no noise
+        variance = (1 - a_s) / (1 - a_t) * beta  # eq. 7, beta_tilde
+        x = mean + math.sqrt(variance) * torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+    return x
+
+
+def ddim_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int], eta: float = 0.0,
+                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+    """x_s = sqrt(a_s) x0_hat + sqrt(1 - a_s - sigma^2) eps_hat + sigma z   (DDIM eq. 12),
+    sigma = eta sqrt((1 - a_s)/(1 - a_t)) sqrt(1 - a_t/a_s)                 (DDIM eq. 16)."""
+    for i, t in enumerate(timesteps):
+        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x0, eps = denoiser(x, t)
+        if callback:
+            callback(t, x, x0)
+        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
+        x = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+    return x
+
+
+def dpmpp_2m_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int],
+                    callback: StepCallback | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M), the data-prediction multistep solver (Lu et al. 2022, Algorithm 2).
+
+        h_i = lambda_s - lambda_t
+        D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1},  r_i = h_{i-1} / h_i   (first step: D_0 = x0_0)
+        x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h_i) - 1) D_i
+    The last step lands on the clean image (sigma = 0), where the update reduces to x = x0_hat.
+    """
+    def log_snr(a: float) -> float:  # lambda = log(alpha / sigma)
+        return 0.5 * math.log(a / (1 - a))
+
+    previous_x0, previous_h = None, None
+    for i, t in enumerate(timesteps):
+        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x0, _ = denoiser(x, t)
+        if callback:
+            callback(t, x, x0)
+        if s < 0:
+            return x0
+        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        h = log_snr(a_s) - log_snr(a_t)
+        if previous_x0 is None:
+            d = x0
+        else:
+            r = previous_h / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+        x = math.sqrt((1 - a_s) / (1 - a_t)) * x - math.sqrt(a_s) * math.expm1(-h) * d
+        previous_x0, previous_h = x0, h
+    return x
+
+
+def sample(denoiser: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], sampler: str = "dpmpp_2m", steps: int = 25,
+           eta: float = 0.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           callback: StepCallback | None = None) -> torch.Tensor:
+    """Draw x_T ~ N(0, I) and run the named sampler over ``steps`` spaced timesteps."""
+    timesteps = schedule.spaced_timesteps(steps)
+    x = torch.randn(shape, generator=generator, device="cpu").to(device)
+    if sampler == "ddpm":
+        return ddpm_sample(denoiser, schedule, x, timesteps, generator, callback)
+    if sampler == "ddim":
+        return ddim_sample(denoiser, schedule, x, timesteps, eta, generator, callback)
+    if sampler == "dpmpp_2m":
+        return dpmpp_2m_sample(denoiser, schedule, x, timesteps, callback)
+    raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny trained models made once per test session through the real CLIs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils.cli import run_main  # noqa: E402
+
+
+def run_cli(main, argv: list[str]) -> int:
+    """Run a script's main in-process as the shell would; returns its exit code."""
+    try:
+        run_main(main, [str(a) for a in argv])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="session")
+def embedded_splits():
+    from dataloading.datasets import load_dataset
+    return load_dataset()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory) -> Path:
+    """A CLIP trained for a few seconds on 1,500 digits (~95 % zero-shot)."""
+    import clip_train
+    folder = tmp_path_factory.mktemp("clip")
+    path = folder / "clip.pt"
+    code = run_cli(clip_train.main, ["--train_subset", 1500, "--epochs", 4, "--batch_size", 64, "--save_path", path, "--output_dir", folder / "plots"])
+    assert code == 0 and path.exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_path(tiny_clip_path, tmp_path_factory) -> Path:
+    """A text-conditioned decoder with cross-attention, trained for a handful of steps."""
+    import unclip_train
+    folder = tmp_path_factory.mktemp("decoder")
+    path = folder / "decoder.pt"
+    code = run_cli(unclip_train.main, ["--clip_model_path", tiny_clip_path, "--steps", 4, "--batch_size", 8, "--channels", "8,16",
+                                       "--cross_attention", "--train_subset", 200, "--save_every", 2, "--sample_every", 0,
+                                       "--save_path", path, "--output_dir", folder / "out"])
+    assert code == 0 and path.exists()
+    return path

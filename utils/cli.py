@@ -1,0 +1,75 @@
+"""Command-line plumbing shared by every script.
+
+* ``ArgumentParser`` prints argparse errors as one line (exit code 2).
+* ``add_config_arguments`` turns a config dataclass into flags, so each default
+  is written once, in the dataclass, and stored with the checkpoint.
+* ``run_main`` turns a ``UserError`` into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+import warnings
+from typing import Any, Callable, TypeVar
+
+from utils.errors import UserError
+
+T = TypeVar("T")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    """A dataclass field that carries its command-line help (and e.g. ``choices``)."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One ``--name`` flag per dataclass field, typed from its annotation."""
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        if field.name in skip:
+            continue
+        kind = hints[field.name]
+        if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))  # Optional[X] -> X
+        meta = dict(field.metadata)
+        help_text = meta.pop("help", "")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        if kind is bool:
+            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(f"--{field.name}", type=kind, default=default, help=f"{help_text} (default: {default})", **meta)
+
+
+def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:
+    names = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a ``UserError`` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise UserError(message)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Run a script's ``main``; user errors become one line and exit code 2, warnings one line each."""
+    warnings.formatwarning = one_line_warning
+    try:
+        main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint written is intact; rerun with --resume to continue", file=sys.stderr)
+        sys.exit(130)

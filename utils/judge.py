@@ -1,0 +1,123 @@
+"""An independent judge: a plain CNN classifier, trained on the training split only.
+
+It never sees generated images or the generator's weights. Two numbers come
+from it: the share of generated images it reads as the prompted class, and
+the Frechet distance between its penultimate-layer features of generated and
+real images (FID's recipe with a judge that knows digits instead of ImageNet).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dataloading.augment import random_affine
+from dataloading.datasets import ImageSplits, to_signed_float
+from utils.checkpoints import load_checkpoint, save_checkpoint
+
+FEATURE_DIM = 64
+
+
+class Judge(nn.Module):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # [B, 32, 14, 14]
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # [B, 64, 7, 7]
+            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # [B, 128]
+            nn.Linear(128, FEATURE_DIM), nn.ReLU(),  # [B, 64]: the Frechet features
+        )
+        self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, num_classes))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [-1, 1] -> (logits [B, K], features [B, F])."""
+        features = self.features(images)
+        return self.classifier(features), features
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 or [-1, 1] images -> (predicted classes [N], features [N, F])."""
+        self.eval()
+        classes, features = [], []
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            batch = to_signed_float(batch) if batch.dtype == torch.uint8 else batch.float()
+            logits, feats = self(batch)
+            classes.append(logits.argmax(-1))
+            features.append(feats)
+        return torch.cat(classes), torch.cat(features)
+
+
+def train_judge(splits: ImageSplits, epochs: int = 12, batch_size: int = 128, seed: int = 0) -> tuple[Judge, float]:
+    """Train on the training split; returns the judge and its held-out accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    judge = Judge(splits.image_shape[0], splits.captions.num_classes)
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps_per_epoch = len(splits.train_labels) // batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=epochs * steps_per_epoch)
+    for _ in tqdm(range(epochs), desc="judge", unit="epoch"):
+        judge.train()
+        order = torch.randperm(len(splits.train_labels), generator=generator)
+        for step in range(steps_per_epoch):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            images = random_affine(to_signed_float(splits.train_images[idx]), generator)
+            loss = F.cross_entropy(judge(images)[0], splits.train_labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    predictions, _ = judge.predict(splits.test_images)
+    return judge, (predictions == splits.test_labels).float().mean().item()
+
+
+def load_or_train_judge(splits: ImageSplits, path: str | Path) -> tuple[Judge, float]:
+    """The judge is trained once per dataset and cached at ``path``."""
+    path = Path(path)
+    if path.exists():
+        data = load_checkpoint(path, "judge")
+        if data["dataset"] == splits.name and data["num_train"] == len(splits.train_labels):
+            judge = Judge(splits.image_shape[0], splits.captions.num_classes)
+            judge.load_state_dict(data["model"])
+            return judge.eval(), data["test_accuracy"]
+    judge, accuracy = train_judge(splits)
+    save_checkpoint(path, "judge", {"model": judge.state_dict(), "dataset": splits.name, "num_train": len(splits.train_labels), "test_accuracy": accuracy})
+    return judge.eval(), accuracy
+
+
+class QualityReference:
+    """Real images to compare generated ones against, at a fixed sample size.
+
+    The training split is cut per class into two halves with a fixed seed:
+    half A is the reference distribution; from half B, ``per_class`` images per
+    class form the real-vs-real baseline, the same size as a generated set of
+    ``per_class`` images per class. A generated set is good when its Frechet
+    distance to A is close to B's.
+    """
+
+    def __init__(self, judge: Judge, splits: ImageSplits, per_class: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        half_a, half_b = [], []
+        for c in range(splits.captions.num_classes):
+            idx = (splits.train_labels == c).nonzero().squeeze(1)
+            idx = idx[torch.randperm(len(idx), generator=generator)]
+            half_a.append(idx[: len(idx) // 2])
+            half_b.append(idx[len(idx) // 2 :][:per_class])
+        self.judge = judge
+        self.per_class = per_class
+        _, self.reference_features = judge.predict(splits.train_images[torch.cat(half_a)])
+        real_images = splits.train_images[torch.cat(half_b)]
+        self.real = self.evaluate(real_images, splits.train_labels[torch.cat(half_b)])
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Judge accuracy (overall and per class) and Frechet distance to the reference half."""
+        from utils.metrics import frechet_distance
+
+        predictions, features = self.judge.predict(images)
+        correct = (predictions == labels).float()
+        per_class = [correct[labels == c].mean().item() for c in labels.unique().tolist()]
+        return {"accuracy": correct.mean().item(), "min_class_accuracy": min(per_class), "per_class_accuracy": per_class,
+                "frechet": frechet_distance(features.numpy(), self.reference_features.numpy()), "num_images": len(labels)}

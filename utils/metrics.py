@@ -1,0 +1,79 @@
+"""Numbers that say how good the models are.
+
+* CLIP: zero-shot accuracy and text->image retrieval precision@k.
+* Generators: the Frechet distance between two sets of feature vectors
+  (Heusel et al., 2017, eq. 6), used with a judge classifier's features.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dataloading.datasets import to_signed_float
+
+
+@torch.no_grad()
+def encode_images(clip, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """uint8 or float images [N, C, H, W] -> unit-norm CLIP embeddings [N, D] (on the CPU)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        batch = to_signed_float(batch) if batch.dtype == torch.uint8 else batch
+        out.append(clip.encode_image(batch.to(clip.device)).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def class_text_embeddings(clip, prompts_per_class: list[list[str]]) -> torch.Tensor:
+    """prompts[c][k] -> embeddings [K, C, D]: one set of class embeddings per prompt variant k."""
+    num_variants = len(prompts_per_class[0])
+    flat = [prompts_per_class[c][k] for k in range(num_variants) for c in range(len(prompts_per_class))]
+    return clip.encode_text(flat).float().cpu().view(num_variants, len(prompts_per_class), -1)
+
+
+def zero_shot_accuracy(image_embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor) -> float:
+    """Share of images whose most similar class prompt is their own, averaged over prompt variants.
+
+    image_embeddings [N, D], labels [N], text_embeddings [K, C, D].
+    """
+    predictions = torch.einsum("nd,kcd->knc", image_embeddings, text_embeddings).argmax(dim=-1)  # [K, N]
+    return (predictions == labels[None]).float().mean().item()
+
+
+def retrieval_precision_at_k(image_embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor, k: int = 10) -> float:
+    """For each class prompt, the share of its k most similar images that belong to that class."""
+    similarity = torch.einsum("nd,kcd->kcn", image_embeddings, text_embeddings)  # [K, C, N]
+    top = similarity.topk(k, dim=-1).indices  # [K, C, k]
+    classes = torch.arange(text_embeddings.shape[1])[None, :, None]
+    return (labels[top] == classes).float().mean().item()
+
+
+def evaluate_clip(clip, images: torch.Tensor, labels: torch.Tensor, captions) -> dict[str, float]:
+    """Zero-shot accuracy and retrieval precision@10 per prompt form ("word", "numeral", "held_out")."""
+    was_training = clip.training
+    clip.eval()
+    image_embeddings = encode_images(clip, images)
+    results = {}
+    for form in captions.eval_forms:
+        text_embeddings = class_text_embeddings(clip, captions.prompts(form))
+        results[f"zero_shot_{form}"] = zero_shot_accuracy(image_embeddings, labels, text_embeddings)
+        results[f"retrieval_p10_{form}"] = retrieval_precision_at_k(image_embeddings, labels, text_embeddings, 10)
+    clip.train(was_training)
+    return results
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between two [N, F] feature sets.
+
+    The matrix square root goes through symmetric eigendecompositions, which
+    stay real and stable where a general ``sqrtm`` can return complex noise.
+    """
+    a = np.asarray(features_a, dtype=np.float64)
+    b = np.asarray(features_b, dtype=np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    eigval, eigvec = np.linalg.eigh(cov_a)
+    sqrt_a = (eigvec * np.sqrt(eigval.clip(min=0))) @ eigvec.T  # S_a^1/2
+    middle = sqrt_a @ cov_b @ sqrt_a  # symmetric PSD
+    trace_sqrt = np.sqrt(np.linalg.eigvalsh(middle).clip(min=0)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)

@@ -1,0 +1,96 @@
+"""Figures a person looks at: image grids, loss curves, similarity matrices.
+
+Every function writes a PNG and returns its path; the scripts print it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dataloading.datasets import to_uint8  # noqa: E402
+
+
+def image_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] or uint8 -> one uint8 array [rows*(H+p), nrow*(W+p), C]."""
+    images = images if images.dtype == torch.uint8 else to_uint8(images.float().cpu())
+    n, c, h, w = images.shape
+    rows = (n + nrow - 1) // nrow
+    grid = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), dtype=np.uint8)
+    for i, image in enumerate(images.cpu().numpy()):
+        r, col = divmod(i, nrow)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y : y + h, x : x + w] = image.transpose(1, 2, 0)
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: list[str] | None = None, title: str | None = None, scale: float = 0.5) -> Path:
+    """Write a grid of images; optional row labels on the left (one per row)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = image_grid(images, nrow)
+    height, width = grid.shape[:2]
+    label_room = 1.6 if row_labels else 0.0
+    fig = plt.figure(figsize=(width / 28 * scale + label_room, height / 28 * scale + (0.5 if title else 0.1)), dpi=100)
+    ax = fig.add_axes((label_room / fig.get_figwidth(), 0, 1 - label_room / fig.get_figwidth(), 1 - (0.5 if title else 0.1) / fig.get_figheight()))
+    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if row_labels:
+        cell = height / len(row_labels)
+        ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], labels=[f'"{t}"' for t in row_labels], fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_loss_curves(curves: dict[str, list[tuple[int, float]]], path: str | Path, title: str, xlabel: str = "training step") -> Path:
+    """Plot named (step, loss) series, smoothed over a window, on a log-scaled loss axis."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for name, points in curves.items():
+        if not points:
+            continue
+        steps, values = np.array(points, dtype=np.float64).T
+        window = max(1, len(values) // 50)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss (moving average)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_similarity_matrix(similarity: np.ndarray, row_names: list[str], col_names: list[str], path: str | Path, title: str) -> Path:
+    """A heat map of cosine similarities, e.g. prompts x class-mean image embeddings."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    im = ax.imshow(similarity, cmap="viridis")
+    ax.set_xticks(range(len(col_names)), labels=col_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(row_names)), labels=[f'"{n}"' for n in row_names])
+    for i in range(similarity.shape[0]):
+        for j in range(similarity.shape[1]):
+            ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w" if similarity[i, j] < similarity.max() * 0.7 else "k")
+    ax.set_xlabel("held-out images (mean embedding per class)")
+    ax.set_ylabel("text prompt")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
