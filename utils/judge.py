@@ -51,7 +51,7 @@ class Judge(nn.Module):
         return torch.cat(classes), torch.cat(features)
 
 
-def train_judge(splits: ImageSplits, epochs: int = 12, batch_size: int = 128, seed: int = 0) -> tuple[Judge, float]:
+def train_judge(splits: ImageSplits, epochs: int = 40, batch_size: int = 64, seed: int = 0) -> tuple[Judge, float]:
     """Train on the training split; returns the judge and its held-out accuracy."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

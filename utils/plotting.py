@@ -29,7 +29,7 @@ def image_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: list[str] | None = None, title: str | None = None, scale: float = 0.5) -> Path:
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: list[str] | None = None, title: str | None = None, scale: float = 0.8) -> Path:
     """Write a grid of images; optional row labels on the left (one per row)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

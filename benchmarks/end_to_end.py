@@ -1,0 +1,54 @@
+"""Wall time of the README's main job from nothing: train CLIP, train the decoder, draw 64 sixes.
+
+    python benchmarks/end_to_end.py                         # writes checkpoints/clip.pt, checkpoints/decoder.pt
+    python benchmarks/end_to_end.py --checkpoints checkpoints/e2e
+
+Each step runs as its own process, exactly as a user types it, with default settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: F401
+from common import write_result
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(command: list[str]) -> float:
+    print("$ " + " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    print(f"  {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", default="checkpoints")
+    args = parser.parse_args()
+    folder = Path(args.checkpoints)
+    clip, decoder = folder / "clip.pt", folder / "decoder.pt"
+    for path in (clip, decoder):
+        path.unlink(missing_ok=True)  # from nothing: no resume
+    seconds = {
+        "clip_train": timed(["clip_train.py", "--save_path", str(clip)]),
+        "unclip_train": timed(["unclip_train.py", "--clip_model_path", str(clip), "--save_path", str(decoder)]),
+        "generate_64": timed(["generate_images.py", "--prompt", "six", "--num_samples", "64", "--clip_model_path", str(clip),
+                              "--decoder_path", str(decoder), "--output", "outputs/six.png"]),
+    }
+    seconds["train_total"] = seconds["clip_train"] + seconds["unclip_train"]
+    clip_metrics = json.loads(clip.with_suffix(".json").read_text())
+    print(f"training from nothing: {seconds['train_total'] / 60:.1f} min; 64 images: {seconds['generate_64']:.1f} s")
+    write_result("end_to_end", {"seconds": {k: round(v, 1) for k, v in seconds.items()},
+                                "clip_zero_shot": {k: v for k, v in clip_metrics.items() if k.startswith("zero_shot")}})
+
+
+if __name__ == "__main__":
+    main()

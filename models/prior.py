@@ -1,0 +1,123 @@
+"""The DALL-E 2 diffusion prior: text -> CLIP *image* embedding (Ramesh et al. 2022, sec. 2.1).
+
+CLIP's text and image embeddings live in one space but not in one place (the
+"modality gap"): the text embedding of "six" is not where images of sixes
+land. The prior learns to generate plausible image embeddings for a caption,
+which an image-conditioned decoder then turns into pixels.
+
+It is a small Transformer over the sequence
+
+    [text tokens (L), text embedding, timestep, noisy image embedding, learned query]
+
+that reads the clean embedding (x0-prediction, as in DALL-E 2) off the query's
+output. Embeddings are unit vectors; the diffusion runs on them scaled by
+sqrt(D) so each coordinate has unit variance, like the noise. Conditioning
+dropout (text embedding -> learned null, tokens masked) gives classifier-free
+guidance. The prior follows the UNet's calling convention, model(x_t, t, cond),
+so the same schedule, samplers and guidance drive it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.diffusion import NoiseSchedule, ScheduleConfig
+from models.samplers import Denoiser, sample
+from models.unet import Conditioning, sinusoidal_embedding
+
+
+@dataclass
+class PriorConfig:
+    embed_dim: int = 64
+    token_dim: int = 128  # 0: use only the pooled text embedding
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    max_tokens: int = 48
+
+
+class DiffusionPrior(nn.Module):
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.text_in = nn.Linear(config.embed_dim, w)
+        self.null_text = nn.Parameter(torch.zeros(config.embed_dim))
+        self.time_in = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
+        self.noisy_in = nn.Linear(config.embed_dim, w)
+        self.query = nn.Parameter(torch.randn(w) * 0.02)
+        if config.token_dim:
+            self.tokens_in = nn.Linear(config.token_dim, w)
+        self.positions = nn.Parameter(torch.randn(config.max_tokens + 4, w) * 0.02)
+        layer = nn.TransformerEncoderLayer(w, config.heads, 4 * w, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, config.embed_dim))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """x_t [B, D] noisy scaled image embedding, t [B] -> predicted clean scaled embedding [B, D]."""
+        b = x_t.shape[0]
+        text = cond.embedding
+        drop = cond.drop if cond.drop is not None else torch.zeros(b, dtype=torch.bool, device=x_t.device)
+        text = torch.where(drop[:, None], self.null_text.to(text.dtype).expand_as(text), text)
+        fixed = torch.stack([self.text_in(text), self.time_in(sinusoidal_embedding(t, self.config.width)),
+                             self.noisy_in(x_t), self.query.expand(b, -1)], dim=1)  # [B, 4, W]
+        if self.config.token_dim and cond.tokens is not None:
+            tokens = self.tokens_in(cond.tokens[:, : self.config.max_tokens])  # [B, L, W]
+            mask = cond.token_mask[:, : self.config.max_tokens] & ~drop[:, None]
+            sequence = torch.cat([tokens, fixed], dim=1)  # [B, L + 4, W]
+            keep = torch.cat([mask, torch.ones(b, 4, dtype=torch.bool, device=x_t.device)], dim=1)
+        else:
+            sequence, keep = fixed, torch.ones(b, 4, dtype=torch.bool, device=x_t.device)
+        sequence = sequence + self.positions[-sequence.shape[1]:]
+        hidden = self.transformer(sequence, src_key_padding_mask=~keep)  # [B, L + 4, W]
+        return self.out(hidden[:, -1])  # the query's output: [B, D]
+
+
+def embedding_scale(embed_dim: int) -> float:
+    """Unit-norm embeddings times sqrt(D): unit variance per coordinate, like the noise."""
+    return math.sqrt(embed_dim)
+
+
+@dataclass
+class PriorBundleConfig:
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(prediction="x0", min_snr_gamma=0.0))
+    clip: dict = field(default_factory=dict)
+    dataset: str = "mnist"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorBundleConfig":
+        return cls(PriorConfig(**d["prior"]), ScheduleConfig(**d["schedule"]), d["clip"], d["dataset"])
+
+
+@torch.no_grad()
+def sample_image_embeddings(model: DiffusionPrior, schedule: NoiseSchedule, cond: Conditioning, steps: int = 25,
+                            guidance_scale: float = 2.0, sampler: str = "dpmpp_2m", seed: int = 0,
+                            num_candidates: int = 1) -> torch.Tensor:
+    """Text conditioning [B] -> unit-norm CLIP image embeddings [B, D].
+
+    With ``num_candidates`` k > 1, k embeddings are drawn per caption and the one
+    most similar to the caption's text embedding is kept (DALL-E 2's reranking).
+    """
+    device = next(model.parameters()).device
+    b, d = cond.embedding.shape
+    index = torch.arange(b).repeat_interleave(num_candidates)
+    expanded = cond.select(index).to(device)  # [B*k]
+    denoiser = Denoiser(model, schedule, expanded, guidance_scale, thresholding="none")
+    generator = torch.Generator().manual_seed(seed)
+    scaled = sample(denoiser, schedule, (b * num_candidates, d), sampler, steps, generator=generator, device=device)
+    candidates = F.normalize(scaled.float(), dim=-1).view(b, num_candidates, d)
+    return rerank(candidates, cond.embedding.to(device).float())
+
+
+def rerank(candidates: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+    """candidates [B, k, D], text [B, D] -> the candidate with the highest cosine similarity to the text [B, D]."""
+    scores = torch.einsum("bkd,bd->bk", candidates, F.normalize(text_embedding, dim=-1))
+    return candidates[torch.arange(len(candidates)), scores.argmax(dim=1)]

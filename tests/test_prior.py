@@ -1,0 +1,36 @@
+import torch
+
+from models.diffusion import NoiseSchedule, ScheduleConfig
+from models.prior import DiffusionPrior, PriorConfig, rerank, sample_image_embeddings
+from models.unet import Conditioning
+
+
+def tiny_prior(token_dim: int = 6) -> DiffusionPrior:
+    torch.manual_seed(0)
+    return DiffusionPrior(PriorConfig(embed_dim=8, token_dim=token_dim, width=16, depth=1, heads=2, max_tokens=10)).eval()
+
+
+def test_prior_shapes_tokens_and_drop():
+    prior = tiny_prior()
+    cond = Conditioning(torch.randn(3, 8), torch.randn(3, 5, 6), torch.tensor([[1, 1, 1, 0, 0]] * 3, dtype=torch.bool))
+    out = prior(torch.randn(3, 8), torch.tensor([0, 500, 999]), cond)
+    assert out.shape == (3, 8)
+    other_tokens = Conditioning(cond.embedding, torch.randn(3, 5, 6), cond.token_mask, drop=torch.ones(3, dtype=torch.bool))
+    dropped = Conditioning(cond.embedding, cond.tokens, cond.token_mask, drop=torch.ones(3, dtype=torch.bool))
+    x, t = torch.randn(3, 8), torch.full((3,), 10)
+    assert torch.allclose(prior(x, t, dropped), prior(x, t, other_tokens), atol=1e-6)  # dropped text is not read
+
+
+def test_sampled_embeddings_are_unit_vectors():
+    prior = tiny_prior(token_dim=0)
+    schedule = NoiseSchedule(ScheduleConfig(prediction="x0", min_snr_gamma=0))
+    emb = sample_image_embeddings(prior, schedule, Conditioning(torch.randn(4, 8)), steps=3, num_candidates=2)
+    assert emb.shape == (4, 8) and torch.allclose(emb.norm(dim=-1), torch.ones(4), atol=1e-5)
+
+
+def test_rerank_keeps_the_candidate_closest_to_the_text():
+    text = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    candidates = torch.nn.functional.normalize(torch.randn(2, 5, 8), dim=-1)
+    candidates[0, 3], candidates[1, 1] = text[0], text[1]
+    chosen = rerank(candidates, text)
+    assert torch.equal(chosen[0], text[0]) and torch.equal(chosen[1], text[1])
