@@ -1,8 +1,10 @@
-"""Prompt in, images out: CLIP text embedding -> diffusion decoder -> pixels.
+"""Prompt in, images out: CLIP embedding -> diffusion decoder -> pixels.
 
-    python generate_images.py --prompt six --num_samples 64
+    python generate_images.py --prompt six --num_samples 64                        # text-conditioned decoder
     python generate_images.py --prompt zero 1 "a handwritten two" --num_samples 8 --npz out.npz --gif out.gif
-    python generate_images.py --prompts_file prompts.txt --sampler ddim --steps 50 --guidance_scale 2
+    python generate_images.py --prompt six --prior_path checkpoints/prior.pt       # unCLIP: prompt -> prior -> image decoder
+    python generate_images.py --image my_digit.png --num_samples 16                # variations of an image
+    python generate_images.py --interpolate three eight --prior_path checkpoints/prior.pt --num_samples 10
 """
 from __future__ import annotations
 
@@ -14,27 +16,35 @@ import torch
 from tqdm import tqdm
 
 from dataloading.datasets import to_uint8
-from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.pipeline import ClipConditioner, Decoder, Prior, load_clip, slerp
 from models.samplers import SAMPLERS, THRESHOLDING
+from models.unet import Conditioning
 from utils.cli import ArgumentParser, add_config_arguments, config_from_args, option, require, run_main
 from utils.errors import UserError
+from utils.images import load_image
 from utils.plotting import save_grid
 from utils.trajectory import save_trajectory_gif
 from utils.training import resolve_device
 
 MAX_SAMPLES = 100_000
+DEFAULT_PROMPTS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 @dataclass
 class GenerateConfig:
     prompt: str | None = option(None, "one or more prompts, one grid row (or block of rows) each", nargs="+")
     prompts_file: str | None = option(None, "a text file with one prompt per line")
-    num_samples: int = option(16, "images per prompt")
-    clip_model_path: str = option("checkpoints/clip.pt", "the CLIP checkpoint the decoder was trained on")
-    decoder_path: str = option("checkpoints/decoder.pt", "the text-conditioned decoder checkpoint")
+    image: str | None = option(None, "make variations of these image files (CLIP-encode, then decode many)", nargs="+")
+    interpolate: str | None = option(None, "two prompts or image files: a strip along the spherical path between their embeddings", nargs=2)
+    num_samples: int = option(16, "images per prompt or image (with --interpolate: points on the strip)")
+    clip_model_path: str = option("checkpoints/clip.pt", "the CLIP checkpoint the other stages were trained on")
+    decoder_path: str | None = option(None, "decoder checkpoint (default: checkpoints/decoder.pt, or decoder_image.pt with a prior, --image or --interpolate)")
+    prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
     steps: int = option(25, "sampler steps (DDPM's original: 1000)")
-    guidance_scale: float = option(3.0, "classifier-free guidance scale (1: no guidance)")
+    guidance_scale: float = option(3.0, "classifier-free guidance scale of the decoder (1: no guidance)")
+    prior_guidance_scale: float = option(2.0, "classifier-free guidance scale of the prior")
+    num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
     thresholding: str = option("static", "x0 thresholding", choices=list(THRESHOLDING))
     eta: float = option(0.0, "DDIM noise (0: deterministic)")
     seed: int = option(0, "random seed: same seed, same images")
@@ -48,8 +58,17 @@ class GenerateConfig:
         require(0 < self.num_samples <= MAX_SAMPLES, f"--num_samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
         require(self.steps > 0, f"--steps must be positive, got {self.steps}")
         require(self.guidance_scale >= 0, f"--guidance_scale must be 0 or more, got {self.guidance_scale}")
+        require(self.prior_guidance_scale >= 0, f"--prior_guidance_scale must be 0 or more, got {self.prior_guidance_scale}")
         require(self.chunk_size > 0, f"--chunk_size must be positive, got {self.chunk_size}")
         require(self.eta >= 0, f"--eta must be 0 or more, got {self.eta}")
+        require(self.num_candidates > 0, f"--num_candidates must be positive, got {self.num_candidates}")
+        modes = [bool(self.prompt or self.prompts_file), bool(self.image), bool(self.interpolate)]
+        require(sum(modes) <= 1, "give prompts, --image or --interpolate, not several")
+        require(not (self.interpolate and self.num_samples < 2), "--interpolate needs --num_samples of at least 2")
+
+    @property
+    def needs_image_decoder(self) -> bool:
+        return bool(self.prior_path or self.image or self.interpolate)
 
     def prompts(self) -> list[str]:
         prompts = list(self.prompt or [])
@@ -59,7 +78,51 @@ class GenerateConfig:
             except (OSError, UnicodeDecodeError) as err:
                 raise UserError(f"cannot read --prompts_file {self.prompts_file}: {type(err).__name__}") from None
             require(len(prompts) > 0, f"--prompts_file {self.prompts_file} holds no prompts")
-        return prompts or ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+        return prompts or DEFAULT_PROMPTS
+
+
+class Generator:
+    """The loaded stages, and the embedding each kind of input becomes."""
+
+    def __init__(self, config: GenerateConfig) -> None:
+        self.config = config
+        device = resolve_device(config.device)
+        self.conditioner = ClipConditioner(load_clip(config.clip_model_path, device))
+        decoder_path = config.decoder_path or ("checkpoints/decoder_image.pt" if config.needs_image_decoder else "checkpoints/decoder.pt")
+        self.decoder = Decoder.load(decoder_path, device)
+        self.decoder.check_clip(self.conditioner.clip, decoder_path)
+        wanted = "image" if config.needs_image_decoder else "text"
+        require(self.decoder.config.condition == wanted,
+                f"{decoder_path} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if wanted == 'image' else 'a text'}-conditioned decoder"
+                + (" (with a prior, --image or --interpolate: train one with --condition image)" if wanted == "image" else " (or give --prior_path)"))
+        self.prior = None
+        if config.prior_path:
+            self.prior = Prior.load(config.prior_path, device)
+            self.prior.check_clip(self.conditioner.clip, config.prior_path)
+
+    def from_prompts(self, prompts: list[str]) -> Conditioning:
+        """Prompts -> decoder conditioning: text embeddings, or image embeddings drawn by the prior."""
+        self.conditioner.check_prompts(prompts)
+        cond = self.conditioner.text(prompts)
+        if self.prior is not None:
+            c = self.config
+            return Conditioning(self.prior.sample(cond, guidance_scale=c.prior_guidance_scale, seed=c.seed, num_candidates=c.num_candidates))
+        if not self.decoder.config.unet.token_dim:
+            cond.tokens = cond.token_mask = None
+        return cond
+
+    def from_images(self, paths: list[str]) -> torch.Tensor:
+        """Image files -> unit-norm CLIP image embeddings [N, D]."""
+        unet = self.decoder.config.unet
+        images = torch.stack([load_image(p, unet.image_channels, unet.image_size) for p in paths])
+        return self.conditioner.image(images).embedding
+
+    def endpoint(self, item: str) -> torch.Tensor:
+        """An interpolation end: an image file, or a prompt (through the prior)."""
+        if Path(item).is_file():
+            return self.from_images([item])[0]
+        require(self.prior is not None, f"{item!r} is not an image file; to interpolate between prompts, give --prior_path")
+        return self.from_prompts([item]).embedding[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,53 +130,55 @@ def main(argv: list[str] | None = None) -> None:
     add_config_arguments(parser, GenerateConfig)
     config = config_from_args(GenerateConfig, parser.parse_args(argv))
     config.validate()
-    prompts = config.prompts()
-    device = resolve_device(config.device)
-    clip = load_clip(config.clip_model_path, device)
-    conditioner = ClipConditioner(clip)
-    conditioner.check_prompts(prompts)
-    decoder = Decoder.load(config.decoder_path, device)
-    decoder.check_clip(clip, config.decoder_path)
-    require(decoder.config.condition == "text", f"{config.decoder_path} is conditioned on CLIP image embeddings: it needs a prior (--prior_path)")
+    generator = Generator(config)
+    n = config.num_samples
+    if config.interpolate:
+        a, b = (generator.endpoint(item) for item in config.interpolate)
+        cond = Conditioning(slerp(a, b, torch.linspace(0, 1, n)))
+        labels, repeated = [f"{config.interpolate[0]} -> {config.interpolate[1]}"], [" -> ".join(config.interpolate)] * n
+    elif config.image:
+        cond = Conditioning(generator.from_images(config.image).repeat_interleave(n, dim=0))
+        labels, repeated = [Path(p).name for p in config.image], [p for p in config.image for _ in range(n)]
+    else:
+        labels = config.prompts()
+        repeated = [p for p in labels for _ in range(n)]
+        cond = generator.from_prompts(repeated)
 
-    repeated = [p for p in prompts for _ in range(config.num_samples)]
-    cond = conditioner.text(repeated)
-    if not decoder.config.unet.token_dim:
-        cond.tokens = cond.token_mask = None
     trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     keep = min(len(repeated), 64)
 
     def record(t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
-        if len(trajectory) < 1000 and (not trajectory or trajectory[-1][0] > t):  # first chunk only
+        if not trajectory or trajectory[-1][0] > t:  # the first chunk only
             trajectory.append((t, x_t[:keep].float().cpu(), x0[:keep].float().cpu()))
 
     progress = (lambda chunks: tqdm(chunks, desc="generating", unit="chunk")) if len(repeated) > config.chunk_size else None
-    images = decoder.generate(cond, config.sampler, config.steps, config.guidance_scale, config.thresholding, config.eta,
-                              config.seed, config.chunk_size, record if config.gif else None, progress)
-
-    columns = min(config.num_samples, 16)
-    row_labels = None
-    if len(prompts) > 1 or config.num_samples <= 16:
-        rows_per_prompt = -(-config.num_samples // columns)
-        padded = []
-        for i, prompt in enumerate(prompts):
-            block = images[i * config.num_samples : (i + 1) * config.num_samples]
-            fill = rows_per_prompt * columns - len(block)
-            padded.append(torch.cat([block, -torch.ones(fill, *block.shape[1:])]) if fill else block)
-        grid_images = torch.cat(padded)
-        row_labels = [prompt if r == 0 else "" for prompt in prompts for r in range(rows_per_prompt)]
-    else:
-        grid_images, columns = images, int(np.ceil(np.sqrt(config.num_samples)))
+    images = generator.decoder.generate(cond, config.sampler, config.steps, config.guidance_scale, config.thresholding, config.eta,
+                                        config.seed, config.chunk_size, record if config.gif else None, progress,
+                                        shared_noise=bool(config.interpolate))
     title = f"{config.sampler}, {config.steps} steps, guidance {config.guidance_scale:g}, seed {config.seed}"
-    if row_labels is None:
-        title = f'"{prompts[0]}": {title}'
-    print(f"wrote {save_grid(grid_images, config.output, nrow=columns, row_labels=row_labels, title=title)}")
+    print(f"wrote {write_grid(images, labels, n, title, config.output)}")
     if config.npz:
         Path(config.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(config.npz, images=to_uint8(images).numpy(), prompts=np.array(repeated))
         print(f"wrote {config.npz}")
     if config.gif:
-        print(f"wrote {save_trajectory_gif(trajectory, config.gif, nrow=min(columns, 8))}")
+        print(f"wrote {save_trajectory_gif(trajectory, config.gif, nrow=min(n, 8))}")
+
+
+def write_grid(images: torch.Tensor, labels: list[str], per_label: int, title: str, path: str) -> Path:
+    """One block of rows per label (up to 16 columns), the label beside its first row; one label alone is a square grid."""
+    if len(labels) == 1 and per_label > 16:
+        columns = int(np.ceil(np.sqrt(per_label)))
+        return save_grid(images, path, nrow=columns, title=f'"{labels[0]}": {title}')
+    columns = min(per_label, 16)
+    rows_per_label = -(-per_label // columns)
+    blocks, row_labels = [], []
+    for i, label in enumerate(labels):
+        block = images[i * per_label : (i + 1) * per_label]
+        fill = rows_per_label * columns - len(block)
+        blocks.append(torch.cat([block, -torch.ones(fill, *block.shape[1:])]) if fill else block)
+        row_labels += [label] + [""] * (rows_per_label - 1)
+    return save_grid(torch.cat(blocks), path, nrow=columns, row_labels=row_labels, title=title)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Sample quality of the text-conditioned decoder: judge accuracy and Frechet distance.
+"""Sample quality of prompt -> image: judge accuracy and Frechet distance.
 
     python benchmarks/decoder_quality.py                                  # default checkpoints, default sampler
     python benchmarks/decoder_quality.py --guidance_scales 1 2 3 5        # the accuracy / Frechet frontier
     python benchmarks/decoder_quality.py --sampler ddpm --steps 1000 --per_class 20
+    python benchmarks/decoder_quality.py --prior_path checkpoints/prior.pt --decoder_path checkpoints/decoder_image.pt
 
 For each guidance scale and prompt form ("six" and "6"), ``--per_class`` images
 per class are generated and judged; the real-vs-real Frechet distance at the
@@ -18,7 +19,8 @@ from common import write_result
 import torch
 
 from dataloading.datasets import load_dataset
-from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.pipeline import ClipConditioner, Decoder, Prior, load_clip
+from models.unet import Conditioning
 from utils.judge import QualityReference, load_or_train_judge
 
 
@@ -26,6 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
+    parser.add_argument("--prior_path", default=None, help="prompt -> prior -> image-conditioned decoder (unCLIP)")
+    parser.add_argument("--prior_guidance_scale", type=float, default=2.0)
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--steps", type=int, default=25)
@@ -39,6 +43,9 @@ def main() -> None:
     clip = load_clip(args.clip_model_path)
     decoder = Decoder.load(args.decoder_path)
     decoder.check_clip(clip, args.decoder_path)
+    prior = Prior.load(args.prior_path) if args.prior_path else None
+    if prior is not None:
+        prior.check_clip(clip, args.prior_path)
     splits = load_dataset(decoder.config.dataset)
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)
@@ -51,10 +58,12 @@ def main() -> None:
     for scale in args.guidance_scales:
         for form in forms:
             prompts = [captions.prompts(form)[int(c)][0] for c in labels]
-            cond = conditioner.text(prompts)
-            if not decoder.config.unet.token_dim:
-                cond.tokens = cond.token_mask = None
             start = time.perf_counter()
+            cond = conditioner.text(prompts)
+            if prior is not None:
+                cond = Conditioning(prior.sample(cond, guidance_scale=args.prior_guidance_scale, seed=1))
+            elif not decoder.config.unet.token_dim:
+                cond.tokens = cond.token_mask = None
             images = decoder.generate(cond, args.sampler, args.steps, scale, args.thresholding, seed=1)
             seconds = time.perf_counter() - start
             result = reference.evaluate(images, labels)
@@ -62,8 +71,8 @@ def main() -> None:
             rows.append(result)
             print(f"guidance {scale:4.1f} {form:8s} accuracy {result['accuracy']:.4f} (worst class {result['min_class_accuracy']:.3f})  "
                   f"Frechet {result['frechet']:.3f} = {result['frechet_ratio']:.2f}x real  [{seconds:.0f} s for {len(labels)} images]")
-    name = args.name or f"decoder_quality_{args.sampler}_{args.steps}"
-    write_result(name, {"sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
+    name = args.name or f"decoder_quality_{'prior_' if prior else ''}{args.sampler}_{args.steps}"
+    write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
                         "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "results": rows})
 
 

@@ -20,10 +20,11 @@ from common import write_result
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], log_path: Path) -> float:
     print("$ " + " ".join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    with open(log_path, "a") as log:  # the scripts' own output and progress bars
+        subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     print(f"  {seconds:.1f} s", flush=True)
     return seconds
@@ -37,17 +38,23 @@ def main() -> None:
     clip, decoder = folder / "clip.pt", folder / "decoder.pt"
     for path in (clip, decoder):
         path.unlink(missing_ok=True)  # from nothing: no resume
+    log_path = ROOT / "outputs" / "benchmarks" / "end_to_end.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+    print(f"the scripts' output goes to {log_path}")
     seconds = {
-        "clip_train": timed(["clip_train.py", "--save_path", str(clip)]),
-        "unclip_train": timed(["unclip_train.py", "--clip_model_path", str(clip), "--save_path", str(decoder)]),
+        "clip_train": timed(["clip_train.py", "--save_path", str(clip)], log_path),
+        "unclip_train": timed(["unclip_train.py", "--clip_model_path", str(clip), "--save_path", str(decoder)], log_path),
         "generate_64": timed(["generate_images.py", "--prompt", "six", "--num_samples", "64", "--clip_model_path", str(clip),
-                              "--decoder_path", str(decoder), "--output", "outputs/six.png"]),
+                              "--decoder_path", str(decoder), "--output", "outputs/six.png"], log_path),
     }
     seconds["train_total"] = seconds["clip_train"] + seconds["unclip_train"]
     clip_metrics = json.loads(clip.with_suffix(".json").read_text())
+    decoder_metrics = json.loads(decoder.with_suffix(".json").read_text())
     print(f"training from nothing: {seconds['train_total'] / 60:.1f} min; 64 images: {seconds['generate_64']:.1f} s")
     write_result("end_to_end", {"seconds": {k: round(v, 1) for k, v in seconds.items()},
-                                "clip_zero_shot": {k: v for k, v in clip_metrics.items() if k.startswith("zero_shot")}})
+                                "clip_zero_shot": {k: v for k, v in clip_metrics.items() if k.startswith("zero_shot")},
+                                "decoder_steps": decoder_metrics["steps"], "decoder_train_samples_per_second": decoder_metrics["train_samples_per_second"]})
 
 
 if __name__ == "__main__":

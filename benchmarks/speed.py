@@ -16,7 +16,6 @@ import common  # noqa: F401
 from common import write_result
 import torch
 
-from models.diffusion import NoiseSchedule, ScheduleConfig
 from models.pipeline import Decoder, DecoderConfig
 from models.unet import Conditioning, UNetConfig
 from utils.training import EMA, count_parameters

@@ -17,6 +17,7 @@ import torch
 from dataloading.character_tokenizer import CharTokenizer
 from models.clip import TinyCLIP
 from models.diffusion import NoiseSchedule, ScheduleConfig
+from models.prior import DiffusionPrior, PriorBundleConfig, sample_image_embeddings
 from models.samplers import SAMPLERS, THRESHOLDING, Denoiser, StepCallback, sample
 from models.unet import Conditioning, UNet, UNetConfig
 from utils.checkpoints import load_checkpoint
@@ -89,42 +90,84 @@ class DecoderConfig:
         return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"])
 
 
-class Decoder:
-    """A UNet plus its noise schedule: the part of a diffusion model that makes pixels."""
+class DiffusionBundle:
+    """A network plus its noise schedule, loadable from a checkpoint of one kind."""
 
-    def __init__(self, config: DecoderConfig, model: UNet | None = None) -> None:
+    kind = ""
+    config_class: type = DecoderConfig
+
+    def __init__(self, config, model: torch.nn.Module | None = None) -> None:
         self.config = config
-        self.model = model if model is not None else UNet(config.unet)
+        self.model = model if model is not None else self.build(config)
         self.schedule = NoiseSchedule(config.schedule)
 
-    @classmethod
-    def load(cls, path: str, device: torch.device | str = "cpu", kind: str = "decoder") -> "Decoder":
-        data = load_checkpoint(path, kind)
-        try:
-            decoder = cls(DecoderConfig.from_dict(data["config"]))
-            decoder.model.load_state_dict(data["ema"])  # sample with the EMA weights
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise UserError(f"checkpoint {path} is a damaged {kind} checkpoint ({type(err).__name__})") from None
-        decoder.model.to(device).eval().requires_grad_(False)
-        return decoder
+    @staticmethod
+    def build(config) -> torch.nn.Module:
+        raise NotImplementedError
 
-    def check_clip(self, clip: TinyCLIP, path: str = "decoder") -> None:
-        """A decoder only understands the CLIP space it was trained in."""
+    @classmethod
+    def load(cls, path: str, device: torch.device | str = "cpu"):
+        data = load_checkpoint(path, cls.kind)
+        try:
+            bundle = cls(cls.config_class.from_dict(data["config"]))
+            bundle.model.load_state_dict(data["ema"])  # sample with the EMA weights
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise UserError(f"checkpoint {path} is a damaged {cls.kind} checkpoint ({type(err).__name__})") from None
+        bundle.model.to(device).eval().requires_grad_(False)
+        return bundle
+
+    def check_clip(self, clip: TinyCLIP, path: str) -> None:
+        """A diffusion stage only understands the CLIP space it was trained in."""
         mine, theirs = self.config.clip, clip_fingerprint(clip)
         require(mine["embed_dim"] == theirs["embed_dim"], f"{path} was trained on a CLIP with {mine['embed_dim']}-d embeddings, this CLIP has {theirs['embed_dim']}")
         require(mine["tokenizer"] == theirs["tokenizer"], f"{path} was trained with another tokenizer than this CLIP's")
         require(mine["weights_sha1"] == theirs["weights_sha1"], f"{path} was trained on another CLIP checkpoint (weights differ); retrain it or pass the matching --clip_model_path")
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class Prior(DiffusionBundle):
+    """The DALL-E 2 prior: CLIP text conditioning -> unit-norm CLIP image embeddings."""
+
+    kind = "prior"
+    config_class = PriorBundleConfig
+
+    @staticmethod
+    def build(config: PriorBundleConfig) -> torch.nn.Module:
+        return DiffusionPrior(config.prior)
+
+    def sample(self, cond: Conditioning, steps: int = 25, guidance_scale: float = 2.0, sampler: str = "dpmpp_2m",
+               seed: int = 0, num_candidates: int = 1) -> torch.Tensor:
+        if not self.config.prior.token_dim:
+            cond = Conditioning(cond.embedding)
+        return sample_image_embeddings(self.model, self.schedule, cond, steps, guidance_scale, sampler, seed, num_candidates)
+
+
+class Decoder(DiffusionBundle):
+    """A UNet plus its noise schedule: the part of a diffusion model that makes pixels."""
+
+    kind = "decoder"
+    config_class = DecoderConfig
+
+    @staticmethod
+    def build(config: DecoderConfig) -> torch.nn.Module:
+        return UNet(config.unet)
+
     @torch.no_grad()
     def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 25, guidance_scale: float = 3.0,
                  thresholding: str = "static", eta: float = 0.0, seed: int = 0, chunk_size: int = 256,
-                 callback: StepCallback | None = None, progress: Callable | None = None) -> torch.Tensor:
-        """One image per row of ``cond``; [N, C, H, W] in [-1, 1], on the CPU. Large N runs in chunks."""
+                 callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:
+        """One image per row of ``cond``; [N, C, H, W] in [-1, 1], on the CPU. Large N runs in chunks.
+
+        ``shared_noise``: every image starts from the same x_T, so only the conditioning differs.
+        """
         require(sampler in SAMPLERS, f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
         require(thresholding in THRESHOLDING, f"unknown thresholding {thresholding!r}; choose from {', '.join(THRESHOLDING)}")
         require(steps > 0, f"--steps must be positive, got {steps}")
         require(guidance_scale >= 0, f"--guidance_scale must be 0 or more, got {guidance_scale}")
-        device = next(self.model.parameters()).device
+        device = self.device
         generator = torch.Generator().manual_seed(seed)
         c, size = self.config.unet.image_channels, self.config.unet.image_size
         n = cond.embedding.shape[0]
@@ -134,5 +177,15 @@ class Decoder:
             part = cond.select(slice(start, start + chunk_size)).to(device)
             denoiser = Denoiser(self.model, self.schedule, part, guidance_scale, thresholding, lambda: autocast(device))
             shape = (part.embedding.shape[0], c, size, size)
-            out.append(sample(denoiser, self.schedule, shape, sampler, steps, eta, generator, device, callback).float().cpu())
+            if shared_noise:
+                generator.manual_seed(seed)  # the same x_T in every chunk
+            out.append(sample(denoiser, self.schedule, shape, sampler, steps, eta, generator, device, callback, shared_noise).float().cpu())
         return torch.cat(out).clamp(-1, 1)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between unit vectors a, b [D] at weights [K] -> [K, D] (Shoemake 1985)."""
+    a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    omega = torch.arccos((a * b).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    w = weights[:, None]
+    return (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.sin(omega)

@@ -152,10 +152,14 @@ def dpmpp_2m_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor
 
 def sample(denoiser: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], sampler: str = "dpmpp_2m", steps: int = 25,
            eta: float = 0.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-           callback: StepCallback | None = None) -> torch.Tensor:
-    """Draw x_T ~ N(0, I) and run the named sampler over ``steps`` spaced timesteps."""
+           callback: StepCallback | None = None, shared_noise: bool = False) -> torch.Tensor:
+    """Draw x_T ~ N(0, I) and run the named sampler over ``steps`` spaced timesteps.
+
+    With ``shared_noise`` every sample starts from the same x_T (for smooth interpolations).
+    """
     timesteps = schedule.spaced_timesteps(steps)
-    x = torch.randn(shape, generator=generator, device="cpu").to(device)
+    noise_shape = (1, *shape[1:]) if shared_noise else shape
+    x = torch.randn(noise_shape, generator=generator, device="cpu").expand(shape).contiguous().to(device)
     if sampler == "ddpm":
         return ddpm_sample(denoiser, schedule, x, timesteps, generator, callback)
     if sampler == "ddim":

@@ -49,3 +49,15 @@ def tiny_decoder_path(tiny_clip_path, tmp_path_factory) -> Path:
                                        "--save_path", path, "--output_dir", folder / "out"])
     assert code == 0 and path.exists()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_unclip_paths(tiny_clip_path, tmp_path_factory) -> tuple[Path, Path]:
+    """An image-conditioned decoder and a prior, each trained for a handful of steps: (decoder, prior)."""
+    import unclip_train
+    folder = tmp_path_factory.mktemp("unclip")
+    common = ["--clip_model_path", tiny_clip_path, "--steps", 3, "--batch_size", 8, "--train_subset", 200, "--sample_every", 0]
+    decoder, prior = folder / "decoder_image.pt", folder / "prior.pt"
+    assert run_cli(unclip_train.main, common + ["--condition", "image", "--channels", "8,16", "--save_path", decoder, "--output_dir", folder / "d"]) == 0
+    assert run_cli(unclip_train.main, common + ["--stage", "prior", "--prior_width", 16, "--prior_depth", 1, "--save_path", prior, "--output_dir", folder / "p"]) == 0
+    return decoder, prior

@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import clip_train
 import generate_images
@@ -118,3 +117,27 @@ def test_scripts_run_as_programs(tmp_path):
     result = subprocess.run([sys.executable, "generate_images.py", "--decoder_path", str(tmp_path / "no.pt"), "--clip_model_path", str(tmp_path / "no.pt")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+
+
+def test_image_conditioned_decoder_trains_and_generate_explains_the_prior(capsys, tmp_path, tiny_clip_path):
+    argv = ["--clip_model_path", tiny_clip_path, "--condition", "image", "--steps", 2, "--batch_size", 4, "--channels", "8,8",
+            "--train_subset", 50, "--sample_every", 0, "--save_path", tmp_path / "img.pt", "--output_dir", tmp_path / "out"]
+    assert run_cli(unclip_train.main, argv) == 0
+    state = load_checkpoint(tmp_path / "img.pt", "decoder")
+    assert state["config"]["condition"] == "image" and state["config"]["unet"]["token_dim"] == 0
+    capsys.readouterr()
+    assert_one_line_error(capsys, generate(tmp_path, tmp_path / "img.pt", tiny_clip_path, "--prompt", "six"), "or give --prior_path")
+
+
+def test_download_failure_is_one_line_not_a_hang(capsys, tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets
+
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    code = run_cli(clip_train.main, ["--download", "--data_dir", tmp_path])
+    assert_one_line_error(capsys, code, "download of mnist failed")

@@ -8,7 +8,6 @@ atomic checkpoint that ``--resume`` continues from.
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ class ClipTrainingConfig:
     dataset: str = option("mnist", "mnist (the embedded 5,000 digits, or IDX files with --data_dir) or fashion", choices=sorted(CAPTION_SETS))
     data_dir: str | None = option(None, "folder with the IDX files (plain or .gz)")
     download: bool = option(False, "download the dataset with torchvision (needs internet)")
-    epochs: int = option(12, "passes over the training split")
+    epochs: int = option(15, "passes over the training split")
     batch_size: int = option(128, "images (and captions) per contrastive batch")
     lr: float = option(3e-3, "peak learning rate of the one-cycle schedule")
     weight_decay: float = option(0.05, "AdamW weight decay")
@@ -83,13 +82,15 @@ def train_clip(config: ClipTrainingConfig, splits: ImageSplits | None = None, lo
     steps_per_epoch = len(train_set) // config.batch_size
     require(steps_per_epoch > 0, f"--batch_size {config.batch_size} is larger than the {len(train_set)} training images")
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases, norms and the temperature
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
     history: dict = {"loss": [], "eval": []}
     start_epoch, seconds = 0, 0.0
 
+    if config.resume and not Path(config.save_path).exists():
+        log(f"--resume: no checkpoint at {config.save_path} yet, so training starts from scratch")
     if config.resume and Path(config.save_path).exists():
         state = load_checkpoint(config.save_path, CHECKPOINT_KIND, map_location=device)
         require(state["training"]["config"]["dataset"] == config.dataset and state["config"]["embed_dim"] == config.embed_dim,
@@ -122,7 +123,7 @@ def train_clip(config: ClipTrainingConfig, splits: ImageSplits | None = None, lo
             loss.backward()
             optimizer.step()
             scheduler.step()
-            history["loss"].append((epoch * steps_per_epoch + len(history["loss"]) % max(steps_per_epoch, 1), loss.item()))
+            history["loss"].append((len(history["loss"]) + 1, loss.item()))  # (step, loss)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         throughput.stop(steps_per_epoch * config.batch_size)
         seconds += time.perf_counter() - epoch_start

@@ -77,3 +77,38 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     middle = sqrt_a @ cov_b @ sqrt_a  # symmetric PSD
     trace_sqrt = np.sqrt(np.linalg.eigvalsh(middle).clip(min=0)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
+
+
+@torch.no_grad()
+def prior_quality(prior, conditioner, splits, per_class: int = 50, seed: int = 0) -> dict:
+    """How close the prior's generated image embeddings land to real ones (DALL-E 2's premise).
+
+    For every class and name form ("six", "6"), ``per_class`` embeddings are drawn.
+    Reported: the mean cosine similarity to held-out real image embeddings of the
+    prompted class, beside the same for the raw text embedding (the modality gap);
+    and the share of generated embeddings whose nearest class, by CLIP text prompts
+    (zero-shot) or by held-out class-mean image embedding, is the prompted one.
+    """
+    captions = splits.captions
+    real = encode_images(conditioner.clip, splits.test_images)  # [N, D]
+    class_means = torch.nn.functional.normalize(torch.stack([real[splits.test_labels == c].mean(0) for c in range(captions.num_classes)]), dim=-1)
+    class_texts = class_text_embeddings(conditioner.clip, captions.prompts(captions.name_forms[0]))[0]  # [C, D]
+    results: dict = {}
+    for form in captions.name_forms:
+        prompts = [p[0] for p in captions.prompts(form)]
+        labels = torch.arange(len(prompts)).repeat_interleave(per_class)
+        cond = conditioner.text([prompts[int(c)] for c in labels])
+        generated, text = prior.sample(cond, seed=seed).cpu(), cond.embedding.cpu()  # [C * per_class, D] each
+
+        def per_class_cosine(embeddings: torch.Tensor) -> list[float]:
+            """Mean cosine between the embeddings for class c and the held-out real images of class c."""
+            return [(embeddings[labels == c] @ real[splits.test_labels == c].T).mean().item() for c in range(len(prompts))]
+
+        generated_cosine, text_cosine = per_class_cosine(generated), per_class_cosine(text)
+        results[form] = {
+            "generated_cosine_to_real": sum(generated_cosine) / len(prompts), "text_cosine_to_real": sum(text_cosine) / len(prompts),
+            "zero_shot_accuracy": (generated @ class_texts.T).argmax(1).eq(labels).float().mean().item(),
+            "nearest_class_mean_accuracy": (generated @ class_means.T).argmax(1).eq(labels).float().mean().item(),
+            "per_class_generated_cosine": generated_cosine, "per_class_text_cosine": text_cosine,
+        }
+    return results

@@ -94,3 +94,26 @@ def save_similarity_matrix(similarity: np.ndarray, row_names: list[str], col_nam
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_prior_quality_plot(quality: dict, path: str | Path, step: int) -> Path:
+    """Per class: cosine of generated image embeddings vs. raw text embeddings to real image embeddings."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    forms = list(quality)
+    fig, axes = plt.subplots(1, len(forms), figsize=(5 * len(forms), 3.5), dpi=100, squeeze=False)
+    for ax, form in zip(axes[0], forms):
+        q = quality[form]
+        classes = np.arange(len(q["per_class_generated_cosine"]))
+        ax.bar(classes - 0.2, q["per_class_generated_cosine"], 0.4, label=f"prior samples (mean {q['generated_cosine_to_real']:.2f})")
+        ax.bar(classes + 0.2, q["per_class_text_cosine"], 0.4, label=f"text embedding (mean {q['text_cosine_to_real']:.2f})")
+        ax.set_xticks(classes)
+        ax.set_xlabel("prompted class")
+        ax.set_ylabel("cosine to real image embeddings")
+        ax.set_title(f"{form} prompts, step {step}: zero-shot {q['zero_shot_accuracy']:.1%}")
+        ax.set_ylim(min(0.0, min(q["per_class_text_cosine"]) - 0.05), 1.0)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

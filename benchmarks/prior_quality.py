@@ -1,0 +1,54 @@
+"""Does the prior close CLIP's modality gap? Generated vs. real image embeddings, text embedding as the baseline.
+
+    python benchmarks/prior_quality.py                       # checkpoints/clip.pt + checkpoints/prior.pt
+    python benchmarks/prior_quality.py --num_candidates 1 4  # with and without DALL-E 2's reranking
+"""
+from __future__ import annotations
+
+import argparse
+
+import common  # noqa: F401
+from common import write_result
+
+from dataloading.datasets import load_dataset
+from models.pipeline import ClipConditioner, Prior, load_clip
+from utils.metrics import prior_quality
+
+
+class RerankedPrior:
+    """The prior with fixed sampling settings, in the shape ``prior_quality`` expects."""
+
+    def __init__(self, prior: Prior, guidance_scale: float, num_candidates: int) -> None:
+        self.prior, self.guidance_scale, self.num_candidates = prior, guidance_scale, num_candidates
+
+    def sample(self, cond, seed: int = 0):
+        return self.prior.sample(cond, guidance_scale=self.guidance_scale, seed=seed, num_candidates=self.num_candidates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
+    parser.add_argument("--prior_path", default="checkpoints/prior.pt")
+    parser.add_argument("--per_class", type=int, default=100)
+    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--num_candidates", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args()
+    clip = load_clip(args.clip_model_path)
+    prior = Prior.load(args.prior_path)
+    prior.check_clip(clip, args.prior_path)
+    splits = load_dataset(prior.config.dataset)
+    conditioner = ClipConditioner(clip)
+    rows = []
+    for scale in args.guidance_scales:
+        for k in args.num_candidates:
+            quality = prior_quality(RerankedPrior(prior, scale, k), conditioner, splits, args.per_class)
+            for form, q in quality.items():
+                print(f"guidance {scale:3.1f} candidates {k}  {form:8s}  cosine to real images: prior {q['generated_cosine_to_real']:.3f}"
+                      f" vs text {q['text_cosine_to_real']:.3f}; zero-shot {q['zero_shot_accuracy']:.3f}; nearest class mean {q['nearest_class_mean_accuracy']:.3f}")
+                rows.append({"guidance_scale": scale, "num_candidates": k, "form": form,
+                             **{key: v for key, v in q.items() if not key.startswith("per_class")}})
+    write_result("prior_quality", {"per_class": args.per_class, "results": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The DALL-E 2 path through the CLIs: prior training, prompt -> prior -> decoder, variations, interpolation."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import generate_images
+import unclip_train
+from conftest import run_cli
+from test_cli import assert_one_line_error
+from utils.checkpoints import load_checkpoint
+
+
+def generate(tmp_path, clip_path, decoder_path, *extra):
+    return run_cli(generate_images.main, ["--clip_model_path", clip_path, "--decoder_path", decoder_path, "--steps", 2,
+                                          "--output", tmp_path / "grid.png", "--npz", tmp_path / "out.npz", *extra])
+
+
+def test_prior_checkpoint_and_metrics(tiny_unclip_paths):
+    _, prior = tiny_unclip_paths
+    state = load_checkpoint(prior, "prior")
+    assert state["config"]["prior"]["embed_dim"] == 64 and state["training"]["step"] == 3
+    quality = json.loads(prior.with_suffix(".json").read_text())["prior_quality"]
+    for form in ("word", "numeral"):
+        assert {"generated_cosine_to_real", "text_cosine_to_real", "zero_shot_accuracy"} <= set(quality[form])
+
+
+def test_prompt_prior_decoder(tmp_path, tiny_clip_path, tiny_unclip_paths):
+    decoder, prior = tiny_unclip_paths
+    assert generate(tmp_path, tiny_clip_path, decoder, "--prompt", "six", "3", "--num_samples", 2, "--prior_path", prior, "--num_candidates", 3) == 0
+    data = np.load(tmp_path / "out.npz")
+    assert data["images"].shape == (4, 1, 28, 28) and data["prompts"].tolist() == ["six", "six", "3", "3"]
+
+
+def write_png(path, size, mode="L"):
+    rng = np.random.default_rng(0)
+    shape = (size, size) if mode == "L" else (size, size, 3)
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode=mode).save(path)
+    return path
+
+
+def test_variations_of_images_including_other_sizes(tmp_path, tiny_clip_path, tiny_unclip_paths):
+    decoder, _ = tiny_unclip_paths
+    small, big_rgb = write_png(tmp_path / "a.png", 28), write_png(tmp_path / "b.png", 40, "RGB")
+    with pytest.warns(UserWarning, match="is 40x40; resized to 28x28"):
+        assert generate(tmp_path, tiny_clip_path, decoder, "--image", small, big_rgb, "--num_samples", 3) == 0
+    assert np.load(tmp_path / "out.npz")["images"].shape == (6, 1, 28, 28)
+
+
+def test_interpolation_between_images_and_prompts(tmp_path, tiny_clip_path, tiny_unclip_paths):
+    decoder, prior = tiny_unclip_paths
+    a, b = write_png(tmp_path / "a.png", 28), write_png(tmp_path / "b.png", 28)
+    assert generate(tmp_path, tiny_clip_path, decoder, "--interpolate", a, b, "--num_samples", 5) == 0
+    assert np.load(tmp_path / "out.npz")["images"].shape == (5, 1, 28, 28)
+    assert generate(tmp_path, tiny_clip_path, decoder, "--interpolate", "three", "eight", "--num_samples", 4, "--prior_path", prior) == 0
+
+
+@pytest.mark.parametrize("case", ["unreadable", "missing", "prompt_without_prior", "text_decoder", "prior_as_decoder", "decoder_as_prior", "two_modes"])
+def test_unclip_bad_inputs(capsys, tmp_path, tiny_clip_path, tiny_unclip_paths, tiny_decoder_path, case):
+    decoder, prior = tiny_unclip_paths
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    argv, match = {
+        "unreadable": (["--image", broken], "cannot read image"),
+        "missing": (["--image", tmp_path / "none.png"], "does not exist"),
+        "prompt_without_prior": (["--interpolate", "three", "eight"], "give --prior_path"),
+        "text_decoder": (["--prompt", "six", "--prior_path", prior, "--decoder_path", tiny_decoder_path], "needs an image-conditioned decoder"),
+        "prior_as_decoder": (["--prompt", "six", "--prior_path", prior, "--decoder_path", prior], "holds a 'prior' model"),
+        "decoder_as_prior": (["--prompt", "six", "--prior_path", decoder], "holds a 'decoder' model"),
+        "two_modes": (["--prompt", "six", "--image", broken], "not several"),
+    }[case]
+    if "--decoder_path" in argv:
+        i = argv.index("--decoder_path")
+        decoder, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    assert_one_line_error(capsys, generate(tmp_path, tiny_clip_path, decoder, *argv), match)
+
+
+def test_time_budget_stops_training_early(capsys, tmp_path, tiny_clip_path):
+    argv = ["--clip_model_path", tiny_clip_path, "--stage", "prior", "--prior_width", 16, "--prior_depth", 1, "--steps", 100000,
+            "--max_minutes", 0.002, "--batch_size", 8, "--sample_every", 0, "--save_path", tmp_path / "p.pt", "--output_dir", tmp_path / "o"]
+    assert run_cli(unclip_train.main, argv) == 0
+    assert "budget (--max_minutes) is spent" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "p.pt", "prior")["training"]["step"] < 100000

@@ -1,0 +1,356 @@
+"""Train the unCLIP diffusion stages on a frozen CLIP: the loop behind ``unclip_train.py``.
+
+Both stages are diffusion models and share one training loop (``train_unclip``);
+a stage only says what x0 and the conditioning c are, and how to preview it:
+
+    decoder   x0 = image;                        c = CLIP text embedding of the caption
+                                                     (+ token states), or CLIP image embedding
+    prior     x0 = sqrt(D) * CLIP image embedding; c = CLIP text embedding + token states
+
+One step (DDPM Algorithm 1, with the Imagen/unCLIP additions):
+    t ~ U{0..T-1};  eps ~ N(0, I);  x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps
+    drop c with probability p (classifier-free guidance learns the unconditional model too)
+    loss = w(t) || net(x_t, t, c) - target ||^2    (target: eps, x0 or v; w: min-SNR)
+then AdamW, gradient clipping and an EMA of the weights, which is what samples.
+CLIP is frozen, so captions and images are encoded once (``ConditioningCache``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset, to_signed_float
+from models.diffusion import PREDICTIONS, SCHEDULES, ScheduleConfig
+from models.pipeline import ClipConditioner, Decoder, DecoderConfig, Prior, clip_fingerprint, load_clip
+from models.prior import PriorBundleConfig, PriorConfig, embedding_scale
+from models.unet import Conditioning, UNetConfig
+from training.clip_trainer import subset, write_json
+from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.cli import option, require
+from utils.metrics import encode_images, prior_quality
+from utils.plotting import save_grid, save_loss_curves, save_prior_quality_plot
+from utils.training import EMA, Throughput, autocast, count_parameters, resolve_device, seed_everything
+
+LOW_NOISE_STEPS = 100  # the loss on t < 100 is tracked on its own: it keeps falling after the total flattens
+
+
+STAGES = ("decoder", "prior")
+STAGE_DEFAULTS = {  # tuned for a 2-core CPU: each default stage trains in minutes
+    "decoder": {"steps": 2400, "max_minutes": 11.0, "batch_size": 64, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0},
+    "prior": {"steps": 2500, "max_minutes": 4.0, "batch_size": 256, "lr": 1e-3, "prediction": "x0", "min_snr_gamma": 0.0},
+}
+
+
+@dataclass
+class UnclipTrainingConfig:
+    clip_model_path: str = option("checkpoints/clip.pt", "the trained CLIP checkpoint (frozen)")
+    stage: str = option("decoder", "decoder: CLIP embedding -> image; prior: CLIP text -> CLIP image embedding (DALL-E 2)", choices=list(STAGES))
+    condition: str = option("text", "decoder: condition on CLIP text embeddings of the caption, or CLIP image embeddings of the image (unCLIP)", choices=["text", "image"])
+    cross_attention: bool = option(False, "decoder: also cross-attend to CLIP's per-token text states (text condition only)")
+    steps: int | None = option(None, "training steps at most (default per stage: decoder 2400, prior 2500)")
+    max_minutes: float | None = option(None, "training minutes at most, 0: no limit; the learning-rate schedule follows whichever "
+                                             "limit comes first (default per stage: decoder 11, prior 4)")
+    batch_size: int | None = option(None, "samples per step (default per stage: decoder 64, prior 256)")
+    lr: float | None = option(None, "peak learning rate, linear warm-up then cosine decay (default: decoder 2e-3, prior 1e-3)")
+    warmup_steps: int = option(100, "learning-rate warm-up steps")
+    ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
+    cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
+    schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
+    prediction: str | None = option(None, "what the network predicts (default: decoder v, prior x0)", choices=list(PREDICTIONS))
+    min_snr_gamma: float | None = option(None, "min-SNR loss weighting gamma, 0: off (default: decoder 5, prior 0)")
+    channels: str = option("32,48,64", "decoder UNet channels per level, comma separated (level 0 runs at half resolution)")
+    blocks_per_level: int = option(1, "decoder residual blocks per UNet level")
+    prior_width: int = option(128, "prior Transformer width")
+    prior_depth: int = option(4, "prior Transformer layers")
+    dataset: str | None = option(None, "mnist or fashion (default: the CLIP checkpoint's)")
+    data_dir: str | None = option(None, "folder with IDX files (default: the CLIP checkpoint's)")
+    train_subset: int = option(0, "train on only this many images (0: all), for quick tests")
+    sample_every: int = option(600, "write a sample grid every N steps (0: only at the end)")
+    save_every: int = option(250, "write the checkpoint every N steps")
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto, cpu or cuda")
+    compile: bool = option(False, "torch.compile the network (worth it on a GPU)")
+    save_path: str | None = option(None, "checkpoint path, metrics beside it as .json (default: checkpoints/decoder.pt, decoder_image.pt or prior.pt)")
+    output_dir: str | None = option(None, "folder for sample grids and plots (default: outputs/<stage>)")
+    resume: bool = option(False, "continue from the checkpoint at --save_path")
+
+    def resolved(self) -> "UnclipTrainingConfig":
+        """A copy with every per-stage default filled in, after checking the values."""
+        require(self.stage in STAGES, f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
+        filled = replace(self, **{k: v for k, v in STAGE_DEFAULTS[self.stage].items() if getattr(self, k) is None})
+        if filled.save_path is None:
+            name = "prior" if self.stage == "prior" else ("decoder_image" if self.condition == "image" else "decoder")
+            filled.save_path = f"checkpoints/{name}.pt"
+        if filled.output_dir is None:
+            filled.output_dir = f"outputs/{Path(filled.save_path).stem}"
+        filled.validate()
+        return filled
+
+    def validate(self) -> None:
+        require(self.steps > 0, f"--steps must be positive, got {self.steps}")
+        require(self.max_minutes >= 0, f"--max_minutes must be 0 (no limit) or positive, got {self.max_minutes}")
+        require(self.batch_size > 0, f"--batch_size must be positive, got {self.batch_size}")
+        require(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        require(0 <= self.cond_drop_prob < 1, f"--cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
+        require(0 < self.ema_decay < 1, f"--ema_decay must be in (0, 1), got {self.ema_decay}")
+        require(self.save_every > 0 and self.sample_every >= 0, "--save_every must be positive and --sample_every 0 or positive")
+        require(self.blocks_per_level > 0, f"--blocks_per_level must be positive, got {self.blocks_per_level}")
+        require(self.prior_width > 0 and self.prior_width % 4 == 0 and self.prior_depth > 0, "--prior_width must be a positive multiple of 4 and --prior_depth positive")
+        require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
+        self.channel_tuple()
+
+    def channel_tuple(self) -> tuple[int, ...]:
+        try:
+            channels = tuple(int(c) for c in self.channels.split(","))
+        except ValueError:
+            channels = ()
+        require(len(channels) >= 1 and all(c > 0 and c % 4 == 0 for c in channels), f"--channels must be positive multiples of 4, e.g. 32,48,64; got {self.channels!r}")
+        return channels
+
+
+def fixed_prompts(captions) -> tuple[list[str], list[str]]:
+    """The sample-grid prompts: every class under every name form ("zero" .. "nine", "0" .. "9")."""
+    prompts = [names[k] for k in range(len(captions.name_forms)) for names in captions.names]
+    return prompts, [f"{captions.name_forms[k]}s" for k in range(len(captions.name_forms))]
+
+
+class ConditioningCache:
+    """CLIP is frozen, so each training caption (~160) and image is encoded once, not every step."""
+
+    def __init__(self, conditioner: ClipConditioner, splits: ImageSplits) -> None:
+        captions = splits.captions.all_train_captions()
+        cond = conditioner.text(captions)
+        self.index = {caption: i for i, caption in enumerate(captions)}
+        self.text_embeddings, self.tokens, self.mask = cond.embedding.cpu(), cond.tokens.cpu(), cond.token_mask.cpu()
+        self.image_embeddings = encode_images(conditioner.clip, splits.train_images)  # [N, D], row i = training image i
+
+    def text(self, texts: list[str], use_tokens: bool) -> Conditioning:
+        rows = torch.tensor([self.index[t] for t in texts])
+        if not use_tokens:
+            return Conditioning(self.text_embeddings[rows])
+        return Conditioning(self.text_embeddings[rows], self.tokens[rows], self.mask[rows])
+
+
+def endless(dataset: CaptionedImages, batch_size: int, generator: torch.Generator) -> Iterator:
+    while True:
+        yield from dataset.batches(batch_size, generator)
+
+
+def training_progress(step: int, seconds: float, config: UnclipTrainingConfig) -> float:
+    """How far training is, in [0, 1]: by steps, or by the time budget if that runs out first."""
+    by_steps = step / config.steps
+    by_time = seconds / (60 * config.max_minutes) if config.max_minutes else 0.0
+    return min(1.0, max(by_steps, by_time))
+
+
+def learning_rate(step: int, progress: float, config: UnclipTrainingConfig) -> float:
+    """Linear warm-up over the first steps, then cosine decay to 5 % of the peak as progress goes 0 -> 1."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class DecoderStage:
+    """CLIP embedding (text or image) -> image: the UNet on (x0 = image, c = CLIP embedding)."""
+
+    kind = "decoder"
+
+    def __init__(self, config: UnclipTrainingConfig, conditioner: ClipConditioner, splits: ImageSplits) -> None:
+        clip = conditioner.clip
+        channels, size, _ = splits.image_shape
+        self.use_tokens = config.cross_attention and config.condition == "text"
+        self.config = DecoderConfig(
+            unet=UNetConfig(image_channels=channels, image_size=size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
+                            condition_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim if self.use_tokens else 0),
+            schedule=ScheduleConfig(config.schedule, 1000, config.prediction, config.min_snr_gamma),
+            condition=config.condition, clip=clip_fingerprint(clip), dataset=splits.name,
+        )
+        self.decoder = Decoder(self.config)
+        self.model, self.schedule = self.decoder.model, self.decoder.schedule
+        self.condition = config.condition
+        self.cache = ConditioningCache(conditioner, splits)
+        self.splits, self.conditioner = splits, conditioner
+        self.description = (f"decoder UNet: {count_parameters(self.model):,} parameters, conditioned on CLIP {config.condition} embeddings"
+                            + (" + token cross-attention" if self.use_tokens else ""))
+
+    def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor) -> tuple[torch.Tensor, Conditioning]:
+        if self.condition == "image":
+            return images, Conditioning(self.cache.image_embeddings[indices])
+        return images, self.cache.text(texts, self.use_tokens)
+
+    def preview(self, ema_model: torch.nn.Module, step: int, path: Path) -> Path:
+        """Text: every class under every name form. Image: held-out images and their decoded CLIP embeddings."""
+        decoder = Decoder(self.config, ema_model)
+        captions = self.splits.captions
+        if self.condition == "text":
+            prompts, _ = fixed_prompts(captions)
+            cond = self.conditioner.text(prompts)
+            if not self.use_tokens:
+                cond.tokens = cond.token_mask = None
+            images = decoder.generate(cond, steps=20, guidance_scale=3.0, seed=0)
+            title = f"EMA samples at step {step}: rows {', '.join(captions.name_forms)} names"
+        else:
+            real = to_signed_float(self.splits.test_images[[int((self.splits.test_labels == c).nonzero()[0]) for c in range(captions.num_classes)]])
+            decoded = decoder.generate(self.conditioner.image(real), steps=20, guidance_scale=3.0, seed=0)
+            images, title = torch.cat([real, decoded]), f"step {step}: held-out images (top) decoded from their CLIP image embeddings"
+        ema_model.eval()
+        return save_grid(images, path, nrow=captions.num_classes, title=title)
+
+    def summary(self) -> dict:
+        return {"condition": self.condition, "cross_attention": self.use_tokens}
+
+
+class PriorStage:
+    """CLIP text -> CLIP image embedding: the prior on (x0 = sqrt(D) * image embedding, c = text embedding + tokens)."""
+
+    kind = "prior"
+
+    def __init__(self, config: UnclipTrainingConfig, conditioner: ClipConditioner, splits: ImageSplits) -> None:
+        clip = conditioner.clip
+        self.config = PriorBundleConfig(
+            prior=PriorConfig(embed_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim, width=config.prior_width,
+                              depth=config.prior_depth, heads=max(1, config.prior_width // 32), max_tokens=clip.tokenizer.max_length),
+            schedule=ScheduleConfig(config.schedule, 1000, config.prediction, config.min_snr_gamma), clip=clip_fingerprint(clip), dataset=splits.name,
+        )
+        self.prior = Prior(self.config)
+        self.model, self.schedule = self.prior.model, self.prior.schedule
+        self.cache = ConditioningCache(conditioner, splits)
+        self.scale = embedding_scale(clip.config.embed_dim)
+        self.splits, self.conditioner = splits, conditioner
+        self.description = f"diffusion prior: {count_parameters(self.model):,} parameters, text embedding + tokens -> CLIP image embedding"
+        self.quality: dict = {}
+
+    def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor) -> tuple[torch.Tensor, Conditioning]:
+        return self.cache.image_embeddings[indices] * self.scale, self.cache.text(texts, use_tokens=True)
+
+    def preview(self, ema_model: torch.nn.Module, step: int, path: Path) -> Path:
+        self.quality = prior_quality(Prior(self.config, ema_model), self.conditioner, self.splits, per_class=20)
+        ema_model.eval()
+        return save_prior_quality_plot(self.quality, path, step)
+
+    def summary(self) -> dict:
+        return {"prior_quality": self.quality}
+
+
+def train_unclip(config: UnclipTrainingConfig, log: Callable[[str], None] = print) -> tuple[object, dict]:
+    """Train one stage (decoder or prior) on a frozen CLIP; returns the stage and its metrics.
+
+    One step (DDPM Algorithm 1, with the unCLIP additions): x0, c ~ data; drop c with
+    probability p; t ~ U{0..T-1}; x_t = q_sample(x0, t, eps); minimise w(t) ||net(x_t, t, c) - target||^2.
+    """
+    config = config.resolved()
+    device = resolve_device(config.device)
+    generator = seed_everything(config.seed)
+    clip = load_clip(config.clip_model_path, device)
+    clip_state = load_checkpoint(config.clip_model_path, "clip")
+    dataset_name = config.dataset or clip_state.get("dataset", "mnist")
+    data_dir = config.data_dir if config.data_dir is not None else clip_state["training"]["config"].get("data_dir")
+    splits = subset(load_dataset(dataset_name, data_dir), config.train_subset, config.seed)
+    require(splits.name == clip_state.get("dataset", splits.name), f"the CLIP at {config.clip_model_path} was trained on {clip_state.get('dataset')}, not {splits.name}")
+    conditioner = ClipConditioner(clip)
+    stage = (PriorStage if config.stage == "prior" else DecoderStage)(config, conditioner, splits)
+    model = stage.model.to(device)
+    ema = EMA(model, config.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    history: dict = {"loss": [], "loss_low_noise": [], "loss_by_bucket": np.zeros((10, 2)).tolist()}
+    step, seconds = 0, 0.0
+
+    if config.resume and not Path(config.save_path).exists():
+        log(f"--resume: no checkpoint at {config.save_path} yet, so training starts from scratch")
+    if config.resume and Path(config.save_path).exists():
+        state = load_checkpoint(config.save_path, stage.kind, map_location=device)
+        require(state["config"] == stage.config.to_dict(), f"cannot resume {config.save_path}: it was trained with another model, schedule or CLIP")
+        model.load_state_dict(state["training"]["model"])
+        ema.load_state_dict({"decay": config.ema_decay, "num_updates": state["training"]["ema_updates"], "model": state["ema"]})
+        optimizer.load_state_dict(state["training"]["optimizer"])
+        generator.set_state(state["training"]["data_rng"])
+        torch.set_rng_state(state["training"]["torch_rng"])
+        history, step, seconds = state["training"]["history"], state["training"]["step"], state["training"]["seconds"]
+        log(f"resumed {config.save_path} at step {step}")
+    require(training_progress(step, seconds, config) < 1, f"{config.save_path} has already trained {step} steps in {seconds / 60:.1f} min; raise --steps or --max_minutes to train more")
+
+    # Captions are re-drawn with a seed that depends on the step, so a resumed run stays deterministic.
+    train_set = CaptionedImages(splits.train_images, splits.train_labels, splits.captions, seed=config.seed + step)
+    forward = torch.compile(model) if config.compile else model
+    output_dir = Path(config.output_dir)
+    log(f"{stage.description}; on {device}; {len(train_set)} training images")
+
+    def save() -> None:
+        training = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema_updates": ema.num_updates,
+                    "data_rng": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, "step": step, "seconds": seconds}
+        save_checkpoint(config.save_path, stage.kind, {"config": stage.config.to_dict(), "ema": ema.model.state_dict(), "training": training})
+
+    written: list[Path] = []
+    throughput = Throughput()
+    batches = endless(train_set, config.batch_size, generator)
+    bar = tqdm(total=config.steps, initial=step, desc=stage.kind, unit="step")
+    model.train()
+    while training_progress(step, seconds, config) < 1:
+        throughput.start()
+        t0 = time.perf_counter()
+        images, texts, _, indices = next(batches)
+        x0, cond = stage.batch(images, texts, indices)
+        cond.drop = torch.rand(len(x0), generator=generator) < config.cond_drop_prob
+        t = stage.schedule.sample_timesteps(len(x0), generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = stage.schedule.q_sample(x0, t, noise)
+        x0, x_t, t, noise, cond = x0.to(device), x_t.to(device), t.to(device), noise.to(device), cond.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, training_progress(step, seconds, config), config)
+        with autocast(device):
+            output = forward(x_t, t, cond)
+        per_sample = stage.schedule.loss(output, x0, noise, t)  # [B]
+        loss = per_sample.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        ema.update(model)
+        step += 1
+        throughput.stop(len(x0))
+        seconds += time.perf_counter() - t0
+        record_loss(history, step, per_sample.detach().cpu(), t.cpu())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        finished = training_progress(step, seconds, config) >= 1
+        if step % config.save_every == 0 or finished:
+            save()
+        if config.sample_every and step % config.sample_every == 0 and not finished:
+            written.append(stage.preview(ema.model, step, output_dir / f"samples_step{step:06d}.png"))
+    bar.close()
+    if step < config.steps:
+        log(f"stopped at step {step} of {config.steps}: the {config.max_minutes:g}-minute budget (--max_minutes) is spent")
+    written.append(stage.preview(ema.model, step, output_dir / "samples_final.png"))
+    metrics = {
+        "stage": stage.kind, **stage.summary(), "steps": step, "train_seconds": round(seconds, 1),
+        "train_samples_per_second": round(throughput.images_per_second, 1), "parameters": count_parameters(model),
+        "final_loss": float(np.mean([v for _, v in history["loss"][-100:]])),
+        "final_loss_low_noise": float(np.mean([v for _, v in history["loss_low_noise"][-100:]])) if history["loss_low_noise"] else None,
+        "loss_by_timestep_bucket": [s / max(n, 1) for s, n in history["loss_by_bucket"]], "device": str(device), "config": asdict(config),
+    }
+    written = [Path(config.save_path), write_json(Path(config.save_path).with_suffix(".json"), metrics),
+               save_loss_curves({"all t": history["loss"], f"t < {LOW_NOISE_STEPS}": history["loss_low_noise"]}, output_dir / f"{stage.kind}_loss.png",
+                                f"{stage.kind} training loss" + (" (min-SNR weighted)" if config.min_snr_gamma else ""))] + written
+    for path in written:
+        log(f"wrote {path}")
+    ema.model.eval()
+    return stage, metrics
+
+
+def record_loss(history: dict, step: int, per_sample: torch.Tensor, t: torch.Tensor) -> None:
+    """Loss per step, on low-noise steps, and summed per tenth of the timestep range."""
+    history["loss"].append((step, per_sample.mean().item()))
+    low = t < LOW_NOISE_STEPS
+    if low.any():
+        history["loss_low_noise"].append((step, per_sample[low].mean().item()))
+    buckets = (t * 10 // 1000).tolist()
+    for b, value in zip(buckets, per_sample.tolist()):
+        history["loss_by_bucket"][b][0] += value
+        history["loss_by_bucket"][b][1] += 1
