@@ -41,7 +41,7 @@ class GenerateConfig:
     decoder_path: str | None = option(None, "decoder checkpoint (default: checkpoints/decoder.pt, or decoder_image.pt with a prior, --image or --interpolate)")
     prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
-    steps: int = option(25, "sampler steps (DDPM's original: 1000)")
+    steps: int = option(20, "sampler steps (DDPM's original: 1000)")
     guidance_scale: float = option(3.0, "classifier-free guidance scale of the decoder (1: no guidance)")
     prior_guidance_scale: float = option(2.0, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")

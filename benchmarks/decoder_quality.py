@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--prior_guidance_scale", type=float, default=2.0)
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--sampler", default="dpmpp_2m")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[3.0])
     parser.add_argument("--thresholding", default="static")
     parser.add_argument("--per_class", type=int, default=100)

@@ -2,6 +2,7 @@
 
     python benchmarks/end_to_end.py                         # writes checkpoints/clip.pt, checkpoints/decoder.pt
     python benchmarks/end_to_end.py --checkpoints checkpoints/e2e
+    python benchmarks/end_to_end.py --generate_only         # time generation with the existing checkpoints
 
 Each step runs as its own process, exactly as a user types it, with default settings.
 """
@@ -33,20 +34,25 @@ def timed(command: list[str], log_path: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", default="checkpoints")
+    parser.add_argument("--generate_only", action="store_true", help="only time generate_images.py on the existing checkpoints")
     args = parser.parse_args()
     folder = Path(args.checkpoints)
     clip, decoder = folder / "clip.pt", folder / "decoder.pt"
-    for path in (clip, decoder):
-        path.unlink(missing_ok=True)  # from nothing: no resume
     log_path = ROOT / "outputs" / "benchmarks" / "end_to_end.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
     print(f"the scripts' output goes to {log_path}")
+    generate = ["generate_images.py", "--prompt", "six", "--num_samples", "64", "--clip_model_path", str(clip),
+                "--decoder_path", str(decoder), "--output", "outputs/six.png"]
+    if args.generate_only:
+        write_result("generate_64", {"seconds": round(timed(generate, log_path), 1)})
+        return
+    for path in (clip, decoder):
+        path.unlink(missing_ok=True)  # from nothing: no resume
     seconds = {
         "clip_train": timed(["clip_train.py", "--save_path", str(clip)], log_path),
         "unclip_train": timed(["unclip_train.py", "--clip_model_path", str(clip), "--save_path", str(decoder)], log_path),
-        "generate_64": timed(["generate_images.py", "--prompt", "six", "--num_samples", "64", "--clip_model_path", str(clip),
-                              "--decoder_path", str(decoder), "--output", "outputs/six.png"], log_path),
+        "generate_64": timed(generate, log_path),
     }
     seconds["train_total"] = seconds["clip_train"] + seconds["unclip_train"]
     clip_metrics = json.loads(clip.with_suffix(".json").read_text())

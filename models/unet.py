@@ -196,7 +196,9 @@ class UNet(nn.Module):
         condition = cond.embedding
         if cond.drop is not None:
             condition = torch.where(cond.drop[:, None], self.null_embedding.to(condition.dtype).expand_as(condition), condition)
-        emb = emb + self.condition_proj(condition)
+        # CLIP embeddings are unit vectors (entries ~ 1/sqrt(D)); scaled by sqrt(D) they enter with unit
+        # variance per coordinate, as loud as the timestep from the first step, and conditioning is learned sooner.
+        emb = emb + self.condition_proj(condition * math.sqrt(self.config.condition_dim))
         if self.config.noise_level_conditioning:
             assert cond.noise_level is not None, "a super-resolution UNet needs the low-res noise level"
             emb = emb + self.noise_level_mlp(sinusoidal_embedding(cond.noise_level * 1000, self.config.channels[0]))

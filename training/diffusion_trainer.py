@@ -43,7 +43,7 @@ LOW_NOISE_STEPS = 100  # the loss on t < 100 is tracked on its own: it keeps fal
 
 STAGES = ("decoder", "prior")
 STAGE_DEFAULTS = {  # tuned for a 2-core CPU: each default stage trains in minutes
-    "decoder": {"steps": 2400, "max_minutes": 11.0, "batch_size": 64, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0},
+    "decoder": {"steps": 4000, "max_minutes": 11.0, "batch_size": 32, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0},
     "prior": {"steps": 2500, "max_minutes": 4.0, "batch_size": 256, "lr": 1e-3, "prediction": "x0", "min_snr_gamma": 0.0},
 }
 
@@ -54,10 +54,10 @@ class UnclipTrainingConfig:
     stage: str = option("decoder", "decoder: CLIP embedding -> image; prior: CLIP text -> CLIP image embedding (DALL-E 2)", choices=list(STAGES))
     condition: str = option("text", "decoder: condition on CLIP text embeddings of the caption, or CLIP image embeddings of the image (unCLIP)", choices=["text", "image"])
     cross_attention: bool = option(False, "decoder: also cross-attend to CLIP's per-token text states (text condition only)")
-    steps: int | None = option(None, "training steps at most (default per stage: decoder 2400, prior 2500)")
+    steps: int | None = option(None, "training steps at most (default per stage: decoder 4000, prior 2500)")
     max_minutes: float | None = option(None, "training minutes at most, 0: no limit; the learning-rate schedule follows whichever "
                                              "limit comes first (default per stage: decoder 11, prior 4)")
-    batch_size: int | None = option(None, "samples per step (default per stage: decoder 64, prior 256)")
+    batch_size: int | None = option(None, "samples per step (default per stage: decoder 32, prior 256)")
     lr: float | None = option(None, "peak learning rate, linear warm-up then cosine decay (default: decoder 2e-3, prior 1e-3)")
     warmup_steps: int = option(100, "learning-rate warm-up steps")
     ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
@@ -72,7 +72,7 @@ class UnclipTrainingConfig:
     dataset: str | None = option(None, "mnist or fashion (default: the CLIP checkpoint's)")
     data_dir: str | None = option(None, "folder with IDX files (default: the CLIP checkpoint's)")
     train_subset: int = option(0, "train on only this many images (0: all), for quick tests")
-    sample_every: int = option(600, "write a sample grid every N steps (0: only at the end)")
+    sample_every: int = option(1000, "write a sample grid every N steps (0: only at the end)")
     save_every: int = option(250, "write the checkpoint every N steps")
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto, cpu or cuda")
