@@ -156,7 +156,7 @@ class Decoder(DiffusionBundle):
         return UNet(config.unet)
 
     @torch.no_grad()
-    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 25, guidance_scale: float = 3.0,
+    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 20, guidance_scale: float = 3.0,
                  thresholding: str = "static", eta: float = 0.0, seed: int = 0, chunk_size: int = 256,
                  callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:
         """One image per row of ``cond``; [N, C, H, W] in [-1, 1], on the CPU. Large N runs in chunks.
