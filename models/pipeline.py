@@ -33,8 +33,9 @@ def clip_fingerprint(clip: TinyCLIP) -> dict:
             "weights_sha1": hashlib.sha1(weights).hexdigest()[:16]}
 
 
-def load_clip(path: str, device: torch.device | str = "cpu") -> TinyCLIP:
-    data = load_checkpoint(path, "clip")
+def load_clip(path: str, device: torch.device | str = "cpu", data: dict | None = None) -> TinyCLIP:
+    """A frozen CLIP from its checkpoint (``data``: the checkpoint already read, to avoid reading it twice)."""
+    data = data if data is not None else load_checkpoint(path, "clip")
     try:
         model = TinyCLIP.from_checkpoint(data)
     except (KeyError, TypeError, RuntimeError) as err:

@@ -115,10 +115,9 @@ class UnclipTrainingConfig:
         return channels
 
 
-def fixed_prompts(captions) -> tuple[list[str], list[str]]:
+def fixed_prompts(captions) -> list[str]:
     """The sample-grid prompts: every class under every name form ("zero" .. "nine", "0" .. "9")."""
-    prompts = [names[k] for k in range(len(captions.name_forms)) for names in captions.names]
-    return prompts, [f"{captions.name_forms[k]}s" for k in range(len(captions.name_forms))]
+    return [names[k] for k in range(len(captions.name_forms)) for names in captions.names]
 
 
 class ConditioningCache:
@@ -190,7 +189,7 @@ class DecoderStage:
         decoder = Decoder(self.config, ema_model)
         captions = self.splits.captions
         if self.condition == "text":
-            prompts, _ = fixed_prompts(captions)
+            prompts = fixed_prompts(captions)
             cond = self.conditioner.text(prompts)
             if not self.use_tokens:
                 cond.tokens = cond.token_mask = None
@@ -248,8 +247,8 @@ def train_unclip(config: UnclipTrainingConfig, log: Callable[[str], None] = prin
     config = config.resolved()
     device = resolve_device(config.device)
     generator = seed_everything(config.seed)
-    clip = load_clip(config.clip_model_path, device)
     clip_state = load_checkpoint(config.clip_model_path, "clip")
+    clip = load_clip(config.clip_model_path, device, clip_state)
     dataset_name = config.dataset or clip_state.get("dataset", "mnist")
     data_dir = config.data_dir if config.data_dir is not None else clip_state["training"]["config"].get("data_dir")
     splits = subset(load_dataset(dataset_name, data_dir), config.train_subset, config.seed)
