@@ -107,9 +107,7 @@ class Generator:
         if self.prior is not None:
             c = self.config
             return Conditioning(self.prior.sample(cond, guidance_scale=c.prior_guidance_scale, seed=c.seed, num_candidates=c.num_candidates))
-        if not self.decoder.config.unet.token_dim:
-            cond.tokens = cond.token_mask = None
-        return cond
+        return cond  # a decoder without cross-attention ignores the token states
 
     def from_images(self, paths: list[str]) -> torch.Tensor:
         """Image files -> unit-norm CLIP image embeddings [N, D]."""

@@ -62,8 +62,6 @@ def main() -> None:
             cond = conditioner.text(prompts)
             if prior is not None:
                 cond = Conditioning(prior.sample(cond, guidance_scale=args.prior_guidance_scale, seed=1))
-            elif not decoder.config.unet.token_dim:
-                cond.tokens = cond.token_mask = None
             images = decoder.generate(cond, args.sampler, args.steps, scale, args.thresholding, seed=1)
             seconds = time.perf_counter() - start
             result = reference.evaluate(images, labels)

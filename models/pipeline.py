@@ -94,8 +94,8 @@ class DecoderConfig:
 class DiffusionBundle:
     """A network plus its noise schedule, loadable from a checkpoint of one kind."""
 
-    kind = ""
-    config_class: type = DecoderConfig
+    kind: str  # the checkpoint kind, set by each subclass
+    config_class: type
 
     def __init__(self, config, model: torch.nn.Module | None = None) -> None:
         self.config = config
@@ -141,8 +141,6 @@ class Prior(DiffusionBundle):
 
     def sample(self, cond: Conditioning, steps: int = 25, guidance_scale: float = 2.0, sampler: str = "dpmpp_2m",
                seed: int = 0, num_candidates: int = 1) -> torch.Tensor:
-        if not self.config.prior.token_dim:
-            cond = Conditioning(cond.embedding)
         return sample_image_embeddings(self.model, self.schedule, cond, steps, guidance_scale, sampler, seed, num_candidates)
 
 

@@ -190,9 +190,7 @@ class DecoderStage:
         captions = self.splits.captions
         if self.condition == "text":
             prompts = fixed_prompts(captions)
-            cond = self.conditioner.text(prompts)
-            if not self.use_tokens:
-                cond.tokens = cond.token_mask = None
+            cond = self.conditioner.text(prompts)  # token states are ignored by a UNet without cross-attention
             images = decoder.generate(cond, steps=20, guidance_scale=3.0, seed=0)
             title = f"EMA samples at step {step}: rows {', '.join(captions.name_forms)} names"
         else:
