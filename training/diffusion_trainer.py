@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import cached_property
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -128,7 +129,12 @@ class ConditioningCache:
         cond = conditioner.text(captions)
         self.index = {caption: i for i, caption in enumerate(captions)}
         self.text_embeddings, self.tokens, self.mask = cond.embedding.cpu(), cond.tokens.cpu(), cond.token_mask.cpu()
-        self.image_embeddings = encode_images(conditioner.clip, splits.train_images)  # [N, D], row i = training image i
+        self.clip, self.train_images = conditioner.clip, splits.train_images
+
+    @cached_property
+    def image_embeddings(self) -> torch.Tensor:
+        """[N, D], row i = training image i; encoded on first use (a text-conditioned decoder never asks)."""
+        return encode_images(self.clip, self.train_images)
 
     def text(self, texts: list[str], use_tokens: bool) -> Conditioning:
         rows = torch.tensor([self.index[t] for t in texts])
