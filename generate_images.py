@@ -5,6 +5,7 @@
     python generate_images.py --prompt six --prior_path checkpoints/prior.pt       # unCLIP: prompt -> prior -> image decoder
     python generate_images.py --image my_digit.png --num_samples 16                # variations of an image
     python generate_images.py --interpolate three eight --prior_path checkpoints/prior.pt --num_samples 10
+    python generate_images.py --prompt six --superres_path checkpoints/superres.pt  # Imagen: 14x14 base -> super-resolution
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from dataloading.datasets import to_uint8
-from models.pipeline import ClipConditioner, Decoder, Prior, load_clip, slerp
+from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, load_clip, slerp
 from models.samplers import SAMPLERS, THRESHOLDING
 from models.unet import Conditioning
 from utils.cli import ArgumentParser, add_config_arguments, config_from_args, option, require, run_main
@@ -38,14 +39,19 @@ class GenerateConfig:
     interpolate: str | None = option(None, "two prompts or image files: a strip along the spherical path between their embeddings", nargs=2)
     num_samples: int = option(16, "images per prompt or image (with --interpolate: points on the strip)")
     clip_model_path: str = option("checkpoints/clip.pt", "the CLIP checkpoint the other stages were trained on")
-    decoder_path: str | None = option(None, "decoder checkpoint (default: checkpoints/decoder.pt, or decoder_image.pt with a prior, --image or --interpolate)")
+    decoder_path: str | None = option(None, "decoder checkpoint (default: checkpoints/decoder.pt, or decoder_image.pt with a prior, --image or "
+                                            "--interpolate; with --superres_path the 14x14 base, decoder_14px.pt or decoder_image_14px.pt)")
     prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
     steps: int = option(20, "sampler steps (DDPM's original: 1000)")
     guidance_scale: float = option(3.0, "classifier-free guidance scale of the decoder (1: no guidance)")
     prior_guidance_scale: float = option(2.0, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
-    thresholding: str = option("static", "x0 thresholding", choices=list(THRESHOLDING))
+    superres_path: str | None = option(None, "a super-resolution model: the decoder draws low-res images, this brings them to full size (Imagen)")
+    superres_steps: int = option(20, "super-resolution sampler steps")
+    superres_guidance_scale: float = option(1.0, "super-resolution classifier-free guidance scale")
+    augmentation_level: float = option(0.1, "super-resolution: noise level in [0, 1] given to the low-res images (Imagen's conditioning augmentation)")
+    thresholding: str = option("static", "x0 thresholding, at every stage", choices=list(THRESHOLDING))
     eta: float = option(0.0, "DDIM noise (0: deterministic)")
     seed: int = option(0, "random seed: same seed, same images")
     chunk_size: int = option(256, "images generated at once (memory bound)")
@@ -62,6 +68,9 @@ class GenerateConfig:
         require(self.chunk_size > 0, f"--chunk_size must be positive, got {self.chunk_size}")
         require(self.eta >= 0, f"--eta must be 0 or more, got {self.eta}")
         require(self.num_candidates > 0, f"--num_candidates must be positive, got {self.num_candidates}")
+        require(self.superres_steps > 0, f"--superres_steps must be positive, got {self.superres_steps}")
+        require(self.superres_guidance_scale >= 0, f"--superres_guidance_scale must be 0 or more, got {self.superres_guidance_scale}")
+        require(0 <= self.augmentation_level <= 1, f"--augmentation_level must be in [0, 1], got {self.augmentation_level}")
         modes = [bool(self.prompt or self.prompts_file), bool(self.image), bool(self.interpolate)]
         require(sum(modes) <= 1, "give prompts, --image or --interpolate, not several")
         require(not (self.interpolate and self.num_samples < 2), "--interpolate needs --num_samples of at least 2")
@@ -88,9 +97,14 @@ class Generator:
         self.config = config
         device = resolve_device(config.device)
         self.conditioner = ClipConditioner(load_clip(config.clip_model_path, device))
-        decoder_path = config.decoder_path or ("checkpoints/decoder_image.pt" if config.needs_image_decoder else "checkpoints/decoder.pt")
-        self.decoder = Decoder.load(decoder_path, device)
-        self.decoder.check_clip(self.conditioner.clip, decoder_path)
+        name = "decoder_image" if config.needs_image_decoder else "decoder"
+        decoder_path = config.decoder_path or f"checkpoints/{name}{'_14px' if config.superres_path else ''}.pt"
+        if config.superres_path:
+            self.decoder = Cascade.load(self.conditioner.clip, decoder_path, config.superres_path, device, augmentation_level=config.augmentation_level,
+                                        superres_steps=config.superres_steps, superres_guidance_scale=config.superres_guidance_scale)
+        else:
+            self.decoder = Decoder.load(decoder_path, device)
+            self.decoder.check_clip(self.conditioner.clip, decoder_path)
         wanted = "image" if config.needs_image_decoder else "text"
         require(self.decoder.config.condition == wanted,
                 f"{decoder_path} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if wanted == 'image' else 'a text'}-conditioned decoder"
@@ -111,8 +125,8 @@ class Generator:
 
     def from_images(self, paths: list[str]) -> torch.Tensor:
         """Image files -> unit-norm CLIP image embeddings [N, D]."""
-        unet = self.decoder.config.unet
-        images = torch.stack([load_image(p, unet.image_channels, unet.image_size) for p in paths])
+        clip = self.conditioner.clip.config  # the image encoder's input format, whatever size the decoder draws
+        images = torch.stack([load_image(p, clip.image_channels, clip.image_size) for p in paths])
         return self.conditioner.image(images).embedding
 
     def endpoint(self, item: str) -> torch.Tensor:

@@ -4,6 +4,7 @@
     python benchmarks/decoder_quality.py --guidance_scales 1 2 3 5        # the accuracy / Frechet frontier
     python benchmarks/decoder_quality.py --sampler ddpm --steps 1000 --per_class 20
     python benchmarks/decoder_quality.py --prior_path checkpoints/prior.pt --decoder_path checkpoints/decoder_image.pt
+    python benchmarks/decoder_quality.py --decoder_path checkpoints/decoder_14px.pt --superres_path checkpoints/superres.pt
 
 For each guidance scale and prompt form ("six" and "6"), ``--per_class`` images
 per class are generated and judged; the real-vs-real Frechet distance at the
@@ -19,7 +20,7 @@ from common import write_result
 import torch
 
 from dataloading.datasets import load_dataset
-from models.pipeline import ClipConditioner, Decoder, Prior, load_clip
+from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, load_clip
 from models.unet import Conditioning
 from utils.judge import QualityReference, load_or_train_judge
 
@@ -30,6 +31,9 @@ def main() -> None:
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
     parser.add_argument("--prior_path", default=None, help="prompt -> prior -> image-conditioned decoder (unCLIP)")
     parser.add_argument("--prior_guidance_scale", type=float, default=2.0)
+    parser.add_argument("--superres_path", default=None, help="the decoder is a cascade's base; this brings its images to full size (Imagen)")
+    parser.add_argument("--augmentation_level", type=float, default=0.1, help="super-resolution conditioning augmentation at sampling")
+    parser.add_argument("--superres_guidance_scale", type=float, default=1.0)
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--steps", type=int, default=20)
@@ -41,8 +45,12 @@ def main() -> None:
     args = parser.parse_args()
 
     clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path)
-    decoder.check_clip(clip, args.decoder_path)
+    if args.superres_path:
+        decoder = Cascade.load(clip, args.decoder_path, args.superres_path, augmentation_level=args.augmentation_level,
+                               superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
+    else:
+        decoder = Decoder.load(args.decoder_path)
+        decoder.check_clip(clip, args.decoder_path)
     prior = Prior.load(args.prior_path) if args.prior_path else None
     if prior is not None:
         prior.check_clip(clip, args.prior_path)
@@ -69,8 +77,8 @@ def main() -> None:
             rows.append(result)
             print(f"guidance {scale:4.1f} {form:8s} accuracy {result['accuracy']:.4f} (worst class {result['min_class_accuracy']:.3f})  "
                   f"Frechet {result['frechet']:.3f} = {result['frechet_ratio']:.2f}x real  [{seconds:.0f} s for {len(labels)} images]")
-    name = args.name or f"decoder_quality_{'prior_' if prior else ''}{args.sampler}_{args.steps}"
-    write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
+    name = args.name or f"decoder_quality_{'prior_' if prior else ''}{'cascade_' if args.superres_path else ''}{args.sampler}_{args.steps}"
+    write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "superres_path": args.superres_path, "sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
                         "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "results": rows})
 
 

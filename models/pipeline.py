@@ -19,6 +19,7 @@ from models.clip import TinyCLIP
 from models.diffusion import NoiseSchedule, ScheduleConfig
 from models.prior import DiffusionPrior, PriorBundleConfig, sample_image_embeddings
 from models.samplers import SAMPLERS, THRESHOLDING, Denoiser, StepCallback, sample
+from models.superres import low_res_condition
 from models.unet import Conditioning, UNet, UNetConfig
 from utils.checkpoints import load_checkpoint
 from utils.cli import require
@@ -82,13 +83,14 @@ class DecoderConfig:
     condition: str = "text"  # "text": CLIP text embedding (+ tokens); "image": CLIP image embedding (unCLIP)
     clip: dict = field(default_factory=dict)  # clip_fingerprint of the CLIP it was trained with
     dataset: str = "mnist"
+    low_res_size: int = 0  # super-resolution: the size of the low-res condition (0: a base decoder)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DecoderConfig":
-        return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"])
+        return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"], d.get("low_res_size", 0))
 
 
 class DiffusionBundle:
@@ -180,6 +182,62 @@ class Decoder(DiffusionBundle):
                 generator.manual_seed(seed)  # the same x_T in every chunk
             out.append(sample(denoiser, self.schedule, shape, sampler, steps, eta, generator, device, callback, shared_noise).float().cpu())
         return torch.cat(out).clamp(-1, 1)
+
+
+class SuperResolution(Decoder):
+    """The cascade's second stage: CLIP conditioning + a low-res image -> a full-size image (Imagen)."""
+
+    kind = "superres"
+
+    def upscale(self, low_res: torch.Tensor, cond: Conditioning, augmentation_level: float = 0.1, **generate_options) -> torch.Tensor:
+        """low_res [N, C, h, w] in [-1, 1] (one per row of cond) -> [N, C, H, W].
+
+        The condition is noised to the fixed ``augmentation_level`` (seeded, so same seed, same images).
+        """
+        require(0 <= augmentation_level <= 1, f"--augmentation_level must be in [0, 1], got {augmentation_level}")
+        require(low_res.shape[-1] == self.config.low_res_size,
+                f"this super-resolution model upscales {self.config.low_res_size}x{self.config.low_res_size} images, got {low_res.shape[-1]}x{low_res.shape[-2]}")
+        generator = torch.Generator().manual_seed(generate_options.get("seed", 0) + 1)
+        level = torch.full((low_res.shape[0],), float(augmentation_level))
+        condition = low_res_condition(low_res.cpu(), level, self.config.unet.image_size, self.schedule, generator)
+        full = Conditioning(cond.embedding, cond.tokens, cond.token_mask, low_res=condition, noise_level=level)
+        return self.generate(full, **generate_options)
+
+
+class Cascade:
+    """Imagen's cascade, used like a Decoder: a base decoder at low resolution, then super-resolution.
+
+    ``generate`` runs the base with the given sampler settings, then the
+    super-resolution model with its own step count, guidance and augmentation level.
+    """
+
+    def __init__(self, base: Decoder, superres: SuperResolution, augmentation_level: float = 0.1, superres_steps: int = 20,
+                 superres_guidance_scale: float = 1.0) -> None:
+        self.base, self.superres = base, superres
+        self.augmentation_level, self.superres_steps, self.superres_guidance_scale = augmentation_level, superres_steps, superres_guidance_scale
+        self.config = superres.config  # what comes out: full-size images
+
+    @classmethod
+    def load(cls, clip: TinyCLIP, base_path: str, superres_path: str, device: torch.device | str = "cpu", **sampling) -> "Cascade":
+        """Both stages from their checkpoints, checked against the CLIP and against each other."""
+        base, superres = Decoder.load(base_path, device), SuperResolution.load(superres_path, device)
+        base.check_clip(clip, base_path)
+        superres.check_clip(clip, superres_path)
+        low, size = superres.config.low_res_size, base.config.unet.image_size
+        require(size == low, f"{superres_path} upscales {low}x{low} images but the base decoder {base_path} makes {size}x{size} ones"
+                             f" (train a base with --resolution {low})")
+        require(base.config.condition == superres.config.condition, f"{base_path} is conditioned on CLIP {base.config.condition} embeddings, "
+                                                                    f"{superres_path} on {superres.config.condition} embeddings")
+        return cls(base, superres, **sampling)
+
+    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 20, guidance_scale: float = 3.0,
+                 thresholding: str = "static", eta: float = 0.0, seed: int = 0, chunk_size: int = 256,
+                 callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:
+        """[N, C, H, W] full-size images; ``callback`` sees the base stage's trajectory."""
+        low = self.base.generate(cond, sampler, steps, guidance_scale, thresholding, eta, seed, chunk_size, callback, progress, shared_noise)
+        return self.superres.upscale(low, cond, self.augmentation_level, sampler=sampler, steps=self.superres_steps,
+                                     guidance_scale=self.superres_guidance_scale, thresholding=thresholding, eta=eta, seed=seed,
+                                     chunk_size=chunk_size, shared_noise=shared_noise)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ which an image-conditioned decoder then turns into pixels.
 
 It is a small Transformer over the sequence
 
-    [text tokens (L), text embedding, timestep, noisy image embedding, learned query]
+    [text tokens (L, optional), text embedding, timestep, noisy image embedding, learned query]
 
 that reads the clean embedding (x0-prediction, as in DALL-E 2) off the query's
 output. Embeddings are unit vectors; the diffusion runs on them scaled by
@@ -33,7 +33,7 @@ from models.unet import Conditioning, sinusoidal_embedding
 @dataclass
 class PriorConfig:
     embed_dim: int = 64
-    token_dim: int = 128  # 0: use only the pooled text embedding
+    token_dim: int = 0  # >0: also attend to the text token states of this size (0: only the pooled text embedding)
     width: int = 128
     depth: int = 4
     heads: int = 4
@@ -65,14 +65,16 @@ class DiffusionPrior(nn.Module):
         text = torch.where(drop[:, None], self.null_text.to(text.dtype).expand_as(text), text)
         fixed = torch.stack([self.text_in(text), self.time_in(sinusoidal_embedding(t, self.config.width)),
                              self.noisy_in(x_t), self.query.expand(b, -1)], dim=1)  # [B, 4, W]
+        fixed = fixed + self.positions[self.config.max_tokens :]  # the four fixed slots have positions of their own
         if self.config.token_dim and cond.tokens is not None:
-            tokens = self.tokens_in(cond.tokens[:, : self.config.max_tokens])  # [B, L, W]
-            mask = cond.token_mask[:, : self.config.max_tokens] & ~drop[:, None]
+            # Only as many token slots as the longest caption in the batch: padding costs compute, not accuracy.
+            length = max(1, int(cond.token_mask[:, : self.config.max_tokens].sum(1).max()))
+            tokens = self.tokens_in(cond.tokens[:, :length]) + self.positions[:length]  # [B, L, W]
+            mask = cond.token_mask[:, :length] & ~drop[:, None]
             sequence = torch.cat([tokens, fixed], dim=1)  # [B, L + 4, W]
             keep = torch.cat([mask, torch.ones(b, 4, dtype=torch.bool, device=x_t.device)], dim=1)
         else:
             sequence, keep = fixed, torch.ones(b, 4, dtype=torch.bool, device=x_t.device)
-        sequence = sequence + self.positions[-sequence.shape[1]:]
         hidden = self.transformer(sequence, src_key_padding_mask=~keep)  # [B, L + 4, W]
         return self.out(hidden[:, -1])  # the query's output: [B, D]
 

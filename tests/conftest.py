@@ -61,3 +61,15 @@ def tiny_unclip_paths(tiny_clip_path, tmp_path_factory) -> tuple[Path, Path]:
     assert run_cli(unclip_train.main, common + ["--condition", "image", "--channels", "8,16", "--save_path", decoder, "--output_dir", folder / "d"]) == 0
     assert run_cli(unclip_train.main, common + ["--stage", "prior", "--prior_width", 16, "--prior_depth", 1, "--save_path", prior, "--output_dir", folder / "p"]) == 0
     return decoder, prior
+
+
+@pytest.fixture(scope="session")
+def tiny_cascade_paths(tiny_clip_path, tmp_path_factory) -> tuple[Path, Path]:
+    """A 14x14 base decoder and a 14 -> 28 super-resolution model, each trained for a handful of steps: (base, superres)."""
+    import unclip_train
+    folder = tmp_path_factory.mktemp("cascade")
+    common = ["--clip_model_path", tiny_clip_path, "--steps", 3, "--batch_size", 8, "--train_subset", 200, "--channels", "8,16"]
+    base, superres = folder / "decoder_14px.pt", folder / "superres.pt"
+    assert run_cli(unclip_train.main, common + ["--resolution", 14, "--sample_every", 0, "--save_path", base, "--output_dir", folder / "b"]) == 0
+    assert run_cli(unclip_train.main, common + ["--stage", "superres", "--sample_every", 2, "--save_path", superres, "--output_dir", folder / "s"]) == 0
+    return base, superres

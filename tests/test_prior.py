@@ -21,6 +21,19 @@ def test_prior_shapes_tokens_and_drop():
     assert torch.allclose(prior(x, t, dropped), prior(x, t, other_tokens), atol=1e-6)  # dropped text is not read
 
 
+def test_prior_ignores_padding_beyond_the_longest_caption():
+    """A caption reads the same whatever the batch pads it to (positions do not shift with the padding)."""
+    prior = tiny_prior()
+    for p in prior.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    tokens, mask = torch.randn(2, 4, 6), torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    padded, padded_mask = torch.cat([tokens, torch.randn(2, 3, 6)], dim=1), torch.cat([mask, torch.zeros(2, 3, dtype=torch.bool)], dim=1)
+    x, t, emb = torch.randn(2, 8), torch.tensor([5, 700]), torch.randn(2, 8)
+    short = prior(x, t, Conditioning(emb, tokens, mask))
+    assert torch.allclose(short, prior(x, t, Conditioning(emb, padded, padded_mask)), atol=1e-5)
+    assert not torch.allclose(short, prior(x, t, Conditioning(emb, torch.randn(2, 4, 6), mask)), atol=1e-3)  # the real tokens are read
+
+
 def test_sampled_embeddings_are_unit_vectors():
     prior = tiny_prior(token_dim=0)
     schedule = NoiseSchedule(ScheduleConfig(prediction="x0", min_snr_gamma=0))

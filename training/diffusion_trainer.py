@@ -1,11 +1,12 @@
 """Train the unCLIP diffusion stages on a frozen CLIP: the loop behind ``unclip_train.py``.
 
-Both stages are diffusion models and share one training loop (``train_unclip``);
+Every stage is a diffusion model and they share one training loop (``train_unclip``);
 a stage only says what x0 and the conditioning c are, and how to preview it:
 
-    decoder   x0 = image;                        c = CLIP text embedding of the caption
-                                                     (+ token states), or CLIP image embedding
-    prior     x0 = sqrt(D) * CLIP image embedding; c = CLIP text embedding + token states
+    decoder   x0 = image (or its 14x14 version,    c = CLIP text embedding of the caption
+              the base of a cascade)                   (+ token states), or CLIP image embedding
+    superres  x0 = 28x28 image;                    c = as the decoder's + the augmented 14x14 image
+    prior     x0 = sqrt(D) * CLIP image embedding; c = CLIP text embedding (+ token states)
 
 One step (DDPM Algorithm 1, with the Imagen/unCLIP additions):
     t ~ U{0..T-1};  eps ~ N(0, I);  x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps
@@ -29,8 +30,9 @@ from tqdm import tqdm
 
 from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset, to_signed_float
 from models.diffusion import PREDICTIONS, SCHEDULES, ScheduleConfig
-from models.pipeline import ClipConditioner, Decoder, DecoderConfig, Prior, clip_fingerprint, load_clip
+from models.pipeline import ClipConditioner, Decoder, DecoderConfig, Prior, SuperResolution, clip_fingerprint, load_clip
 from models.prior import PriorBundleConfig, PriorConfig, embedding_scale
+from models.superres import downsample, low_res_condition, upsample
 from models.unet import Conditioning, UNetConfig
 from training.clip_trainer import subset, write_json
 from utils.checkpoints import load_checkpoint, save_checkpoint
@@ -42,22 +44,28 @@ from utils.training import EMA, Throughput, autocast, count_parameters, resolve_
 LOW_NOISE_STEPS = 100  # the loss on t < 100 is tracked on its own: it keeps falling after the total flattens
 
 
-STAGES = ("decoder", "prior")
+STAGES = ("decoder", "prior", "superres")
 STAGE_DEFAULTS = {  # tuned for a 2-core CPU: each default stage trains in minutes
-    "decoder": {"steps": 4000, "max_minutes": 11.0, "batch_size": 32, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0},
-    "prior": {"steps": 2500, "max_minutes": 4.0, "batch_size": 256, "lr": 1e-3, "prediction": "x0", "min_snr_gamma": 0.0},
+    "decoder": {"steps": 4000, "max_minutes": 11.0, "batch_size": 32, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0, "channels": "32,48,64"},
+    "prior": {"steps": 5000, "max_minutes": 4.0, "batch_size": 256, "lr": 1e-3, "prediction": "x0", "min_snr_gamma": 0.0, "channels": "32,48,64"},
+    "superres": {"steps": 4000, "max_minutes": 6.0, "batch_size": 32, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0, "channels": "32,48"},
 }
 
 
 @dataclass
 class UnclipTrainingConfig:
     clip_model_path: str = option("checkpoints/clip.pt", "the trained CLIP checkpoint (frozen)")
-    stage: str = option("decoder", "decoder: CLIP embedding -> image; prior: CLIP text -> CLIP image embedding (DALL-E 2)", choices=list(STAGES))
-    condition: str = option("text", "decoder: condition on CLIP text embeddings of the caption, or CLIP image embeddings of the image (unCLIP)", choices=["text", "image"])
-    cross_attention: bool = option(False, "decoder: also cross-attend to CLIP's per-token text states (text condition only)")
-    steps: int | None = option(None, "training steps at most (default per stage: decoder 4000, prior 2500)")
+    stage: str = option("decoder", "decoder: CLIP embedding -> image; prior: CLIP text -> CLIP image embedding (DALL-E 2); "
+                                   "superres: CLIP embedding + 14x14 image -> 28x28 image (Imagen's cascade)", choices=list(STAGES))
+    condition: str = option("text", "decoder, superres: condition on CLIP text embeddings of the caption, or CLIP image embeddings of the image (unCLIP)", choices=["text", "image"])
+    cross_attention: bool = option(False, "decoder, superres: also cross-attend to CLIP's per-token text states (text condition only)")
+    resolution: int = option(0, "decoder: train at this image size, e.g. 14 for the base of a cascade (0: the data's own size)")
+    low_res_size: int = option(14, "superres: the size of the low-resolution images it upscales")
+    max_augmentation_level: float = option(0.5, "superres: the low-res condition is noised to a level drawn uniformly from [0, this] "
+                                                "(Imagen's Gaussian conditioning augmentation; 0: off)")
+    steps: int | None = option(None, "training steps at most (default per stage: decoder 4000, prior 5000, superres 4000)")
     max_minutes: float | None = option(None, "training minutes at most, 0: no limit; the learning-rate schedule follows whichever "
-                                             "limit comes first (default per stage: decoder 11, prior 4)")
+                                             "limit comes first (default per stage: decoder 11, prior 4, superres 6)")
     batch_size: int | None = option(None, "samples per step (default per stage: decoder 32, prior 256)")
     lr: float | None = option(None, "peak learning rate, linear warm-up then cosine decay (default: decoder 2e-3, prior 1e-3)")
     warmup_steps: int = option(100, "learning-rate warm-up steps")
@@ -66,10 +74,11 @@ class UnclipTrainingConfig:
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
     prediction: str | None = option(None, "what the network predicts (default: decoder v, prior x0)", choices=list(PREDICTIONS))
     min_snr_gamma: float | None = option(None, "min-SNR loss weighting gamma, 0: off (default: decoder 5, prior 0)")
-    channels: str = option("32,48,64", "decoder UNet channels per level, comma separated (level 0 runs at half resolution)")
+    channels: str | None = option(None, "UNet channels per level, comma separated; level 0 runs at half resolution (default: decoder 32,48,64, superres 32,48)")
     blocks_per_level: int = option(1, "decoder residual blocks per UNet level")
     prior_width: int = option(128, "prior Transformer width")
     prior_depth: int = option(4, "prior Transformer layers")
+    prior_tokens: bool = option(False, "prior: also attend to the text token states, as DALL-E 2 does (several times slower on a CPU)")
     dataset: str | None = option(None, "mnist or fashion (default: the CLIP checkpoint's)")
     data_dir: str | None = option(None, "folder with IDX files (default: the CLIP checkpoint's)")
     train_subset: int = option(0, "train on only this many images (0: all), for quick tests")
@@ -78,7 +87,8 @@ class UnclipTrainingConfig:
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto, cpu or cuda")
     compile: bool = option(False, "torch.compile the network (worth it on a GPU)")
-    save_path: str | None = option(None, "checkpoint path, metrics beside it as .json (default: checkpoints/decoder.pt, decoder_image.pt or prior.pt)")
+    save_path: str | None = option(None, "checkpoint path, metrics beside it as .json (default: checkpoints/ + decoder, decoder_image, "
+                                         "decoder_14px, prior, superres ... .pt)")
     output_dir: str | None = option(None, "folder for sample grids and plots (default: outputs/<stage>)")
     resume: bool = option(False, "continue from the checkpoint at --save_path")
 
@@ -87,8 +97,7 @@ class UnclipTrainingConfig:
         require(self.stage in STAGES, f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
         filled = replace(self, **{k: v for k, v in STAGE_DEFAULTS[self.stage].items() if getattr(self, k) is None})
         if filled.save_path is None:
-            name = "prior" if self.stage == "prior" else ("decoder_image" if self.condition == "image" else "decoder")
-            filled.save_path = f"checkpoints/{name}.pt"
+            filled.save_path = f"checkpoints/{default_checkpoint_name(self.stage, self.condition, self.resolution)}.pt"
         if filled.output_dir is None:
             filled.output_dir = f"outputs/{Path(filled.save_path).stem}"
         filled.validate()
@@ -105,6 +114,8 @@ class UnclipTrainingConfig:
         require(self.blocks_per_level > 0, f"--blocks_per_level must be positive, got {self.blocks_per_level}")
         require(self.prior_width > 0 and self.prior_width % 4 == 0 and self.prior_depth > 0, "--prior_width must be a positive multiple of 4 and --prior_depth positive")
         require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
+        require(self.resolution >= 0 and self.low_res_size > 0, "--resolution must be 0 or positive and --low_res_size positive")
+        require(0 <= self.max_augmentation_level <= 1, f"--max_augmentation_level must be in [0, 1], got {self.max_augmentation_level}")
         self.channel_tuple()
 
     def channel_tuple(self) -> tuple[int, ...]:
@@ -114,6 +125,13 @@ class UnclipTrainingConfig:
             channels = ()
         require(len(channels) >= 1 and all(c > 0 and c % 4 == 0 for c in channels), f"--channels must be positive multiples of 4, e.g. 32,48,64; got {self.channels!r}")
         return channels
+
+
+def default_checkpoint_name(stage: str, condition: str = "text", resolution: int = 0) -> str:
+    """decoder, decoder_image, decoder_14px, decoder_image_14px, superres, superres_image or prior."""
+    if stage == "prior":
+        return "prior"
+    return stage + ("_image" if condition == "image" else "") + (f"_{resolution}px" if stage == "decoder" and resolution else "")
 
 
 def fixed_prompts(captions) -> list[str]:
@@ -163,75 +181,99 @@ def learning_rate(step: int, progress: float, config: UnclipTrainingConfig) -> f
 
 
 class DecoderStage:
-    """CLIP embedding (text or image) -> image: the UNet on (x0 = image, c = CLIP embedding)."""
+    """CLIP embedding (text or image) -> image: the UNet on (x0 = image, c = CLIP embedding).
 
-    kind = "decoder"
+    With ``--resolution 14`` it learns the 14x14 images (the cascade's base); as the
+    ``superres`` stage it learns 28x28 images given the augmented 14x14 version too.
+    """
 
     def __init__(self, config: UnclipTrainingConfig, conditioner: ClipConditioner, splits: ImageSplits) -> None:
         clip = conditioner.clip
-        channels, size, _ = splits.image_shape
+        channels, native, _ = splits.image_shape
+        self.kind = config.stage
+        self.superres = config.stage == "superres"
+        self.size = native if self.superres else (config.resolution or native)
+        self.low_res_size = config.low_res_size if self.superres else 0
+        require(self.low_res_size < native, f"--low_res_size must be smaller than the images ({native}x{native}), got {config.low_res_size}")
+        self.max_augmentation_level = config.max_augmentation_level
         self.use_tokens = config.cross_attention and config.condition == "text"
         self.config = DecoderConfig(
-            unet=UNetConfig(image_channels=channels, image_size=size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
-                            condition_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim if self.use_tokens else 0),
+            unet=UNetConfig(image_channels=channels, image_size=self.size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
+                            condition_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim if self.use_tokens else 0,
+                            low_res_channels=channels if self.superres else 0, noise_level_conditioning=self.superres),
             schedule=ScheduleConfig(config.schedule, 1000, config.prediction, config.min_snr_gamma),
-            condition=config.condition, clip=clip_fingerprint(clip), dataset=splits.name,
+            condition=config.condition, clip=clip_fingerprint(clip), dataset=splits.name, low_res_size=self.low_res_size,
         )
-        self.decoder = Decoder(self.config)
+        self.decoder = (SuperResolution if self.superres else Decoder)(self.config)
         self.model, self.schedule = self.decoder.model, self.decoder.schedule
         self.condition = config.condition
         self.cache = ConditioningCache(conditioner, splits)
         self.splits, self.conditioner = splits, conditioner
-        self.description = (f"decoder UNet: {count_parameters(self.model):,} parameters, conditioned on CLIP {config.condition} embeddings"
+        what = f"super-resolution UNet {self.low_res_size}x{self.low_res_size} -> {native}x{native}" if self.superres else f"decoder UNet at {self.size}x{self.size}"
+        self.description = (f"{what}: {count_parameters(self.model):,} parameters, conditioned on CLIP {config.condition} embeddings"
                             + (" + token cross-attention" if self.use_tokens else ""))
 
-    def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor) -> tuple[torch.Tensor, Conditioning]:
-        if self.condition == "image":
-            return images, Conditioning(self.cache.image_embeddings[indices])
-        return images, self.cache.text(texts, self.use_tokens)
+    def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
+        cond = Conditioning(self.cache.image_embeddings[indices]) if self.condition == "image" else self.cache.text(texts, self.use_tokens)
+        if self.superres:  # Imagen: the low-res condition noised to a random level, which the UNet is told
+            level = torch.rand(len(images), generator=generator) * self.max_augmentation_level
+            cond.low_res = low_res_condition(downsample(images, self.low_res_size), level, self.size, self.schedule, generator)
+            cond.noise_level = level
+        return downsample(images, self.size), cond
 
     def preview(self, ema_model: torch.nn.Module, step: int, path: Path) -> Path:
-        """Text: every class under every name form. Image: held-out images and their decoded CLIP embeddings."""
-        decoder = Decoder(self.config, ema_model)
+        """Text: every class under every name form. Image: held-out images and their decoded CLIP embeddings.
+
+        Super-resolution: held-out images, their bicubic upsampling from low resolution, and the model's.
+        """
+        decoder = type(self.decoder)(self.config, ema_model)
         captions = self.splits.captions
-        if self.condition == "text":
+        first_of_class = [int((self.splits.test_labels == c).nonzero()[0]) for c in range(captions.num_classes)]
+        real = to_signed_float(self.splits.test_images[first_of_class])  # [10, C, H, W]
+        cond = self.conditioner.image(real) if self.condition == "image" else self.conditioner.text([names[0] for names in captions.names])
+        if self.superres:
+            low = downsample(real, self.low_res_size)
+            upscaled = decoder.upscale(low, cond, augmentation_level=0.1, steps=20, guidance_scale=1.0, seed=0)
+            images = torch.cat([real, upsample(low, self.size), upscaled])
+            title = f"step {step}: held-out images (top), bicubic from {self.low_res_size}x{self.low_res_size} (middle), super-resolution (bottom)"
+        elif self.condition == "text":
             prompts = fixed_prompts(captions)
-            cond = self.conditioner.text(prompts)  # token states are ignored by a UNet without cross-attention
-            images = decoder.generate(cond, steps=20, guidance_scale=3.0, seed=0)
+            images = decoder.generate(self.conditioner.text(prompts), steps=20, guidance_scale=3.0, seed=0)
             title = f"EMA samples at step {step}: rows {', '.join(captions.name_forms)} names"
         else:
-            real = to_signed_float(self.splits.test_images[[int((self.splits.test_labels == c).nonzero()[0]) for c in range(captions.num_classes)]])
-            decoded = decoder.generate(self.conditioner.image(real), steps=20, guidance_scale=3.0, seed=0)
-            images, title = torch.cat([real, decoded]), f"step {step}: held-out images (top) decoded from their CLIP image embeddings"
+            decoded = decoder.generate(cond, steps=20, guidance_scale=3.0, seed=0)
+            images, title = torch.cat([downsample(real, self.size), decoded]), f"step {step}: held-out images (top) decoded from their CLIP image embeddings"
         ema_model.eval()
         return save_grid(images, path, nrow=captions.num_classes, title=title)
 
     def summary(self) -> dict:
-        return {"condition": self.condition, "cross_attention": self.use_tokens}
+        return {"condition": self.condition, "cross_attention": self.use_tokens, "image_size": self.size, "low_res_size": self.low_res_size}
 
 
 class PriorStage:
-    """CLIP text -> CLIP image embedding: the prior on (x0 = sqrt(D) * image embedding, c = text embedding + tokens)."""
+    """CLIP text -> CLIP image embedding: the prior on (x0 = sqrt(D) * image embedding, c = text embedding (+ tokens))."""
 
     kind = "prior"
 
     def __init__(self, config: UnclipTrainingConfig, conditioner: ClipConditioner, splits: ImageSplits) -> None:
         clip = conditioner.clip
         self.config = PriorBundleConfig(
-            prior=PriorConfig(embed_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim, width=config.prior_width,
+            prior=PriorConfig(embed_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim if config.prior_tokens else 0, width=config.prior_width,
                               depth=config.prior_depth, heads=max(1, config.prior_width // 32), max_tokens=clip.tokenizer.max_length),
             schedule=ScheduleConfig(config.schedule, 1000, config.prediction, config.min_snr_gamma), clip=clip_fingerprint(clip), dataset=splits.name,
         )
+        self.use_tokens = config.prior_tokens
         self.prior = Prior(self.config)
         self.model, self.schedule = self.prior.model, self.prior.schedule
         self.cache = ConditioningCache(conditioner, splits)
         self.scale = embedding_scale(clip.config.embed_dim)
         self.splits, self.conditioner = splits, conditioner
-        self.description = f"diffusion prior: {count_parameters(self.model):,} parameters, text embedding + tokens -> CLIP image embedding"
+        self.description = (f"diffusion prior: {count_parameters(self.model):,} parameters, text embedding{' + tokens' if self.use_tokens else ''}"
+                            " -> CLIP image embedding")
         self.quality: dict = {}
 
-    def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor) -> tuple[torch.Tensor, Conditioning]:
-        return self.cache.image_embeddings[indices] * self.scale, self.cache.text(texts, use_tokens=True)
+    def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
+        return self.cache.image_embeddings[indices] * self.scale, self.cache.text(texts, use_tokens=self.use_tokens)
 
     def preview(self, ema_model: torch.nn.Module, step: int, path: Path) -> Path:
         self.quality = prior_quality(Prior(self.config, ema_model), self.conditioner, self.splits, per_class=20)
@@ -299,7 +341,7 @@ def train_unclip(config: UnclipTrainingConfig, log: Callable[[str], None] = prin
         throughput.start()
         t0 = time.perf_counter()
         images, texts, _, indices = next(batches)
-        x0, cond = stage.batch(images, texts, indices)
+        x0, cond = stage.batch(images, texts, indices, generator)
         cond.drop = torch.rand(len(x0), generator=generator) < config.cond_drop_prob
         t = stage.schedule.sample_timesteps(len(x0), generator)
         noise = torch.randn(x0.shape, generator=generator)

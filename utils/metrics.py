@@ -3,6 +3,7 @@
 * CLIP: zero-shot accuracy and text->image retrieval precision@k.
 * Generators: the Frechet distance between two sets of feature vectors
   (Heusel et al., 2017, eq. 6), used with a judge classifier's features.
+* Super-resolution: PSNR and SSIM against the real full-size image.
 """
 from __future__ import annotations
 
@@ -77,6 +78,34 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     middle = sqrt_a @ cov_b @ sqrt_a  # symmetric PSD
     trace_sqrt = np.sqrt(np.linalg.eigvalsh(middle).clip(min=0)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image, [N, C, H, W] in [-1, 1] -> [N]: 10 log10(peak^2 / MSE), peak = 2."""
+    mse = (images.float() - reference.float()).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def ssim(images: torch.Tensor, reference: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004, eq. 13), [N, C, H, W] in [-1, 1] -> [N].
+
+    Local means, variances and covariance under a Gaussian window; constants
+    C1 = (0.01 L)^2, C2 = (0.03 L)^2 for the data range L = 1 after mapping to [0, 1].
+    A 7-pixel window (not the paper's 11) suits 28x28 images.
+    """
+    x, y = (images.float() + 1) / 2, (reference.float() + 1) / 2
+    coords = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-coords**2 / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2).expand(x.shape[1], 1, window, window)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(z, kernel, groups=x.shape[1])
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return index.flatten(1).mean(1)
 
 
 @torch.no_grad()

@@ -1,19 +1,25 @@
 """Figures a person looks at: image grids, loss curves, similarity matrices.
 
-Every function writes a PNG and returns its path; the scripts print it.
+Each ``*_figure`` function builds a matplotlib Figure (the notebook displays it);
+each ``save_*`` writes one as a PNG and returns its path, which the scripts print.
+Figures are made without pyplot, so no display backend is ever chosen or needed.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from dataloading.datasets import to_uint8
 
-from dataloading.datasets import to_uint8  # noqa: E402
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
 
 
 def image_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
@@ -29,14 +35,12 @@ def image_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: list[str] | None = None, title: str | None = None, scale: float = 0.8) -> Path:
-    """Write a grid of images; optional row labels on the left (one per row)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def grid_figure(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None, title: str | None = None, scale: float = 0.8) -> Figure:
+    """A grid of images, ``nrow`` per row; optional row labels on the left (one per row)."""
     grid = image_grid(images, nrow)
     height, width = grid.shape[:2]
     label_room = 1.6 if row_labels else 0.0
-    fig = plt.figure(figsize=(width / 28 * scale + label_room, height / 28 * scale + (0.5 if title else 0.1)), dpi=100)
+    fig = Figure(figsize=(width / 28 * scale + label_room, height / 28 * scale + (0.5 if title else 0.1)), dpi=100)
     ax = fig.add_axes((label_room / fig.get_figwidth(), 0, 1 - label_room / fig.get_figwidth(), 1 - (0.5 if title else 0.1) / fig.get_figheight()))
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([])
@@ -46,16 +50,17 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: lis
         ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], labels=[f'"{t}"' for t in row_labels], fontsize=9)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def save_loss_curves(curves: dict[str, list[tuple[int, float]]], path: str | Path, title: str, xlabel: str = "training step") -> Path:
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: list[str] | None = None, title: str | None = None, scale: float = 0.8) -> Path:
+    return save_figure(grid_figure(images, nrow, row_labels, title, scale), path)
+
+
+def loss_curves_figure(curves: dict[str, list[tuple[int, float]]], title: str, xlabel: str = "training step") -> Figure:
     """Plot named (step, loss) series, smoothed over a window, on a log-scaled loss axis."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.subplots()
     for name, points in curves.items():
         if not points:
             continue
@@ -70,16 +75,13 @@ def save_loss_curves(curves: dict[str, list[tuple[int, float]]], path: str | Pat
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def save_similarity_matrix(similarity: np.ndarray, row_names: list[str], col_names: list[str], path: str | Path, title: str) -> Path:
+def similarity_matrix_figure(similarity: np.ndarray, row_names: list[str], col_names: list[str], title: str) -> Figure:
     """A heat map of cosine similarities, e.g. prompts x class-mean image embeddings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    fig = Figure(figsize=(7, 6), dpi=100)
+    ax = fig.subplots()
     im = ax.imshow(similarity, cmap="viridis")
     ax.set_xticks(range(len(col_names)), labels=col_names, rotation=45, ha="right")
     ax.set_yticks(range(len(row_names)), labels=[f'"{n}"' for n in row_names])
@@ -91,17 +93,14 @@ def save_similarity_matrix(similarity: np.ndarray, row_names: list[str], col_nam
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="cosine similarity")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def save_prior_quality_plot(quality: dict, path: str | Path, step: int) -> Path:
+def prior_quality_figure(quality: dict, step: int) -> Figure:
     """Per class: cosine of generated image embeddings vs. raw text embeddings to real image embeddings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     forms = list(quality)
-    fig, axes = plt.subplots(1, len(forms), figsize=(5 * len(forms), 3.5), dpi=100, squeeze=False)
+    fig = Figure(figsize=(5 * len(forms), 3.5), dpi=100)
+    axes = fig.subplots(1, len(forms), squeeze=False)
     for ax, form in zip(axes[0], forms):
         q = quality[form]
         classes = np.arange(len(q["per_class_generated_cosine"]))
@@ -114,6 +113,16 @@ def save_prior_quality_plot(quality: dict, path: str | Path, step: int) -> Path:
         ax.set_ylim(min(0.0, min(q["per_class_text_cosine"]) - 0.05), 1.0)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def save_loss_curves(curves: dict[str, list[tuple[int, float]]], path: str | Path, title: str, xlabel: str = "training step") -> Path:
+    return save_figure(loss_curves_figure(curves, title, xlabel), path)
+
+
+def save_similarity_matrix(similarity: np.ndarray, row_names: list[str], col_names: list[str], path: str | Path, title: str) -> Path:
+    return save_figure(similarity_matrix_figure(similarity, row_names, col_names, title), path)
+
+
+def save_prior_quality_plot(quality: dict, path: str | Path, step: int) -> Path:
+    return save_figure(prior_quality_figure(quality, step), path)

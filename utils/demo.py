@@ -1,0 +1,79 @@
+"""What demo.ipynb needs besides the package itself: its checkpoints, found or quick-trained.
+
+The notebook uses the checkpoints the scripts wrote (``checkpoints/clip.pt``,
+``decoder.pt`` ...) where they exist and fit the CLIP. Any that is missing is
+trained into ``checkpoints/demo/`` by the same trainers the scripts call, with a
+smaller budget (``QUICK``: about six minutes for all of them on a 2-core CPU), or
+a tiny one (``TINY``: seconds, models that draw noise) for the tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.pipeline import Decoder, Prior, SuperResolution, load_clip
+from training.clip_trainer import ClipTrainingConfig, train_clip
+from training.diffusion_trainer import UnclipTrainingConfig, default_checkpoint_name, train_unclip
+from utils.errors import UserError
+
+STAGES = {  # name -> (bundle class, training options beside the stage's own defaults)
+    "decoder": (Decoder, {"stage": "decoder"}),
+    "decoder_image": (Decoder, {"stage": "decoder", "condition": "image"}),
+    "prior": (Prior, {"stage": "prior"}),
+    "decoder_14px": (Decoder, {"stage": "decoder", "resolution": 14}),
+    "superres": (SuperResolution, {"stage": "superres"}),
+}
+QUICK = {"clip": {"epochs": 4}, "decoder": {"max_minutes": 1.5}, "decoder_image": {"max_minutes": 1.5}, "prior": {"max_minutes": 0.5},
+         "decoder_14px": {"max_minutes": 0.75}, "superres": {"max_minutes": 0.75}}
+TINY = {"clip": {"epochs": 2, "train_subset": 600}, "decoder": {"steps": 3, "channels": "8,16", "train_subset": 64},
+        "decoder_image": {"steps": 3, "channels": "8,16", "train_subset": 64}, "prior": {"steps": 3, "prior_width": 16, "prior_depth": 1},
+        "decoder_14px": {"steps": 3, "channels": "8,16", "train_subset": 64}, "superres": {"steps": 3, "channels": "8,16", "train_subset": 64}}
+
+
+@dataclass
+class DemoCheckpoints:
+    clip: Path
+    decoder: Path
+    decoder_image: Path
+    prior: Path
+    decoder_14px: Path
+    superres: Path
+    trained: list[str]  # which of them this call trained
+
+
+def fits(bundle_class, path: Path, clip) -> bool:
+    """True if ``path`` holds a checkpoint of this kind trained on this CLIP."""
+    if not path.exists():
+        return False
+    try:
+        bundle_class.load(str(path)).check_clip(clip, str(path))
+    except UserError:
+        return False
+    return True
+
+
+def ensure_checkpoints(folder: str | Path = "checkpoints", tiny: bool = False, log=print) -> DemoCheckpoints:
+    """Every checkpoint the notebook shows: the scripts' own where they fit, otherwise quick-trained into ``folder/demo``."""
+    folder = Path(folder)
+    demo = folder / "demo"
+    budget = TINY if tiny else QUICK
+    trained: list[str] = []
+    clip_path = folder / "clip.pt" if (folder / "clip.pt").exists() else demo / "clip.pt"
+    if not clip_path.exists():
+        log(f"no CLIP checkpoint: training one into {clip_path}")
+        train_clip(ClipTrainingConfig(save_path=str(clip_path), output_dir=str(demo / "clip"), **budget["clip"]), log=log)
+        trained.append("clip")
+    clip = load_clip(str(clip_path))
+    paths = {"clip": clip_path}
+    for name, (bundle_class, options) in STAGES.items():
+        assert default_checkpoint_name(options["stage"], options.get("condition", "text"), options.get("resolution", 0)) == name
+        found = next((p for p in (folder / f"{name}.pt", demo / f"{name}.pt") if fits(bundle_class, p, clip)), None)
+        if found is None:
+            found = demo / f"{name}.pt"
+            log(f"no {name} checkpoint for this CLIP: training one into {found}")
+            config = UnclipTrainingConfig(clip_model_path=str(clip_path), save_path=str(found), output_dir=str(demo / name),
+                                          sample_every=0, **options, **budget[name])
+            train_unclip(config, log=log)
+            trained.append(name)
+        paths[name] = found
+    return DemoCheckpoints(**paths, trained=trained)
