@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                                         config.seed, config.chunk_size, record if config.gif else None, progress,
                                         shared_noise=bool(config.interpolate))
     title = f"{config.sampler}, {config.steps} steps, guidance {config.guidance_scale:g}, seed {config.seed}"
+    if config.superres_path:
+        low = generator.decoder.superres.config.low_res_size
+        title += f"; {low}x{low} base + super-resolution ({config.superres_steps} steps, augmentation {config.augmentation_level:g})"
     print(f"wrote {write_grid(images, labels, n, title, config.output)}")
     if config.npz:
         Path(config.npz).parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,7 @@ def write_grid(images: torch.Tensor, labels: list[str], per_label: int, title: s
         block = images[i * per_label : (i + 1) * per_label]
         fill = rows_per_label * columns - len(block)
         blocks.append(torch.cat([block, -torch.ones(fill, *block.shape[1:])]) if fill else block)
-        row_labels += [label] + [""] * (rows_per_label - 1)
+        row_labels += [f'"{label}"'] + [""] * (rows_per_label - 1)  # the prompt, quoted
     return save_grid(torch.cat(blocks), path, nrow=columns, row_labels=row_labels, title=title)
 
 

@@ -3,6 +3,8 @@
     python unclip_train.py --clip_model_path checkpoints/clip.pt                    # text-conditioned decoder (~11 min)
     python unclip_train.py --clip_model_path checkpoints/clip.pt --condition image  # unCLIP decoder on CLIP image embeddings
     python unclip_train.py --clip_model_path checkpoints/clip.pt --stage prior      # DALL-E 2 prior: text -> image embedding
+    python unclip_train.py --clip_model_path checkpoints/clip.pt --resolution 14    # Imagen: a 14x14 base decoder ...
+    python unclip_train.py --clip_model_path checkpoints/clip.pt --stage superres   # ... and its 14x14 -> 28x28 super-resolution
     python unclip_train.py --clip_model_path checkpoints/clip.pt --resume           # continue an interrupted run
 """
 from __future__ import annotations

@@ -30,8 +30,9 @@ def main() -> None:
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--prior_path", default="checkpoints/prior.pt")
     parser.add_argument("--per_class", type=int, default=100)
-    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     parser.add_argument("--num_candidates", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--name", default="prior_quality", help="result file name")
     args = parser.parse_args()
     clip = load_clip(args.clip_model_path)
     prior = Prior.load(args.prior_path)
@@ -44,10 +45,11 @@ def main() -> None:
             quality = prior_quality(RerankedPrior(prior, scale, k), conditioner, splits, args.per_class)
             for form, q in quality.items():
                 print(f"guidance {scale:3.1f} candidates {k}  {form:8s}  cosine to real images: prior {q['generated_cosine_to_real']:.3f}"
-                      f" vs text {q['text_cosine_to_real']:.3f}; zero-shot {q['zero_shot_accuracy']:.3f}; nearest class mean {q['nearest_class_mean_accuracy']:.3f}")
+                      f" vs text {q['text_cosine_to_real']:.3f} vs real {q['real_cosine_to_real']:.3f}; samples among themselves"
+                      f" {q['generated_pairwise_cosine']:.3f}; zero-shot {q['zero_shot_accuracy']:.3f}; nearest class mean {q['nearest_class_mean_accuracy']:.3f}")
                 rows.append({"guidance_scale": scale, "num_candidates": k, "form": form,
                              **{key: v for key, v in q.items() if not key.startswith("per_class")}})
-    write_result("prior_quality", {"per_class": args.per_class, "results": rows})
+    write_result(args.name, {"prior_path": args.prior_path, "per_class": args.per_class, "results": rows})
 
 
 if __name__ == "__main__":

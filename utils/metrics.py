@@ -108,13 +108,22 @@ def ssim(images: torch.Tensor, reference: torch.Tensor, window: int = 7, sigma: 
     return index.flatten(1).mean(1)
 
 
+def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:
+    """Mean cosine similarity over distinct pairs of rows of [K, D] unit vectors."""
+    k = len(embeddings)
+    gram = embeddings @ embeddings.T
+    return ((gram.sum() - gram.diagonal().sum()) / (k * (k - 1))).item()
+
+
 @torch.no_grad()
 def prior_quality(prior, conditioner, splits, per_class: int = 50, seed: int = 0) -> dict:
     """How close the prior's generated image embeddings land to real ones (DALL-E 2's premise).
 
     For every class and name form ("six", "6"), ``per_class`` embeddings are drawn.
     Reported: the mean cosine similarity to held-out real image embeddings of the
-    prompted class, beside the same for the raw text embedding (the modality gap);
+    prompted class, beside the same for the raw text embedding (the modality gap)
+    and for real images of the class among themselves (the target); the samples'
+    similarity among themselves (diversity: real images score ``real_cosine_to_real``);
     and the share of generated embeddings whose nearest class, by CLIP text prompts
     (zero-shot) or by held-out class-mean image embedding, is the prompted one.
     """
@@ -134,8 +143,13 @@ def prior_quality(prior, conditioner, splits, per_class: int = 50, seed: int = 0
             return [(embeddings[labels == c] @ real[splits.test_labels == c].T).mean().item() for c in range(len(prompts))]
 
         generated_cosine, text_cosine = per_class_cosine(generated), per_class_cosine(text)
+        real_pairs = sum(mean_pairwise_cosine(real[splits.test_labels == c]) for c in range(len(prompts))) / len(prompts)
+        generated_pairs = sum(mean_pairwise_cosine(generated[labels == c]) for c in range(len(prompts))) / len(prompts)
         results[form] = {
             "generated_cosine_to_real": sum(generated_cosine) / len(prompts), "text_cosine_to_real": sum(text_cosine) / len(prompts),
+            # The baselines: real images of a class to each other; and the prior's samples for a class to each other
+            # (above the real figure: the samples are less varied than real images of the class).
+            "real_cosine_to_real": real_pairs, "generated_pairwise_cosine": generated_pairs,
             "zero_shot_accuracy": (generated @ class_texts.T).argmax(1).eq(labels).float().mean().item(),
             "nearest_class_mean_accuracy": (generated @ class_means.T).argmax(1).eq(labels).float().mean().item(),
             "per_class_generated_cosine": generated_cosine, "per_class_text_cosine": text_cosine,

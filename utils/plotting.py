@@ -47,7 +47,7 @@ def grid_figure(images: torch.Tensor, nrow: int, row_labels: list[str] | None = 
     ax.set_yticks([])
     if row_labels:
         cell = height / len(row_labels)
-        ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], labels=[f'"{t}"' for t in row_labels], fontsize=9)
+        ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], labels=row_labels, fontsize=9)
     if title:
         ax.set_title(title, fontsize=10)
     return fig
@@ -106,6 +106,8 @@ def prior_quality_figure(quality: dict, step: int) -> Figure:
         classes = np.arange(len(q["per_class_generated_cosine"]))
         ax.bar(classes - 0.2, q["per_class_generated_cosine"], 0.4, label=f"prior samples (mean {q['generated_cosine_to_real']:.2f})")
         ax.bar(classes + 0.2, q["per_class_text_cosine"], 0.4, label=f"text embedding (mean {q['text_cosine_to_real']:.2f})")
+        if "real_cosine_to_real" in q:
+            ax.axhline(q["real_cosine_to_real"], color="k", linestyle="--", linewidth=1, label=f"real images to each other ({q['real_cosine_to_real']:.2f})")
         ax.set_xticks(classes)
         ax.set_xlabel("prompted class")
         ax.set_ylabel("cosine to real image embeddings")
