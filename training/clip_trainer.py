@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from dataloading.augment import random_affine
 from dataloading.captions import CAPTION_SETS

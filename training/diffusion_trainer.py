@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset, to_signed_float
 from models.diffusion import PREDICTIONS, SCHEDULES, ScheduleConfig
