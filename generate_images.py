@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from dataloading.datasets import to_uint8
-from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, load_clip, slerp
+from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, default_checkpoint_name, load_clip, slerp
 from models.samplers import SAMPLERS, THRESHOLDING
 from models.unet import Conditioning
 from utils.cli import ArgumentParser, add_config_arguments, config_from_args, option, require, run_main
@@ -97,18 +97,18 @@ class Generator:
         self.config = config
         device = resolve_device(config.device)
         self.conditioner = ClipConditioner(load_clip(config.clip_model_path, device))
-        name = "decoder_image" if config.needs_image_decoder else "decoder"
-        decoder_path = config.decoder_path or f"checkpoints/{name}{'_14px' if config.superres_path else ''}.pt"
+        condition = "image" if config.needs_image_decoder else "text"
+        base_resolution = 14 if config.superres_path else 0  # the cascade's base, at unclip_train.py's default --low_res_size
+        decoder_path = config.decoder_path or f"checkpoints/{default_checkpoint_name('decoder', condition, base_resolution)}.pt"
         if config.superres_path:
             self.decoder = Cascade.load(self.conditioner.clip, decoder_path, config.superres_path, device, augmentation_level=config.augmentation_level,
                                         superres_steps=config.superres_steps, superres_guidance_scale=config.superres_guidance_scale)
         else:
             self.decoder = Decoder.load(decoder_path, device)
             self.decoder.check_clip(self.conditioner.clip, decoder_path)
-        wanted = "image" if config.needs_image_decoder else "text"
-        require(self.decoder.config.condition == wanted,
-                f"{decoder_path} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if wanted == 'image' else 'a text'}-conditioned decoder"
-                + (" (with a prior, --image or --interpolate: train one with --condition image)" if wanted == "image" else " (or give --prior_path)"))
+        require(self.decoder.config.condition == condition,
+                f"{decoder_path} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if condition == 'image' else 'a text'}-conditioned decoder"
+                + (" (with a prior, --image or --interpolate: train one with --condition image)" if condition == "image" else " (or give --prior_path)"))
         self.prior = None
         if config.prior_path:
             self.prior = Prior.load(config.prior_path, device)

@@ -93,6 +93,14 @@ class DecoderConfig:
         return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"], d.get("low_res_size", 0))
 
 
+def default_checkpoint_name(stage: str, condition: str = "text", resolution: int = 0) -> str:
+    """Where ``unclip_train.py`` writes a stage by default and ``generate_images.py`` looks for it:
+    decoder, decoder_image, decoder_14px, decoder_image_14px, superres, superres_image or prior."""
+    if stage == "prior":
+        return "prior"
+    return stage + ("_image" if condition == "image" else "") + (f"_{resolution}px" if stage == "decoder" and resolution else "")
+
+
 class DiffusionBundle:
     """A network plus its noise schedule, loadable from a checkpoint of one kind."""
 

@@ -10,12 +10,14 @@ It is a small Transformer over the sequence
     [text tokens (L, optional), text embedding, timestep, noisy image embedding, learned query]
 
 that reads its prediction off the query's output. DALL-E 2 predicts the clean
-embedding (x0); the default here is v-prediction with min-SNR weighting, which
-kept the samples as varied as real image embeddings (see BENCHMARKS.md). Embeddings are unit vectors; the diffusion runs on them scaled by
-sqrt(D) so each coordinate has unit variance, like the noise. Conditioning
-dropout (text embedding -> learned null, tokens masked) gives classifier-free
-guidance. The prior follows the UNet's calling convention, model(x_t, t, cond),
-so the same schedule, samplers and guidance drive it.
+embedding (x0); the default here is v-prediction with min-SNR weighting, whose
+samples stayed almost as varied as real image embeddings where x0's crowded
+near each class mean (see BENCHMARKS.md). Embeddings are unit vectors; the
+diffusion runs on them scaled by sqrt(D) so each coordinate has unit variance,
+like the noise. Conditioning dropout (text embedding -> learned null, tokens
+masked) gives classifier-free guidance. The prior follows the UNet's calling
+convention, model(x_t, t, cond), so the same schedule, samplers and guidance
+drive it.
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset, to_signed_float
 from models.diffusion import PREDICTIONS, SCHEDULES, ScheduleConfig
-from models.pipeline import ClipConditioner, Decoder, DecoderConfig, Prior, SuperResolution, clip_fingerprint, load_clip
+from models.pipeline import (ClipConditioner, Decoder, DecoderConfig, Prior, SuperResolution, clip_fingerprint, default_checkpoint_name,
+                             load_clip)
 from models.prior import PriorBundleConfig, PriorConfig, embedding_scale
 from models.superres import downsample, low_res_condition, upsample
 from models.unet import Conditioning, UNetConfig
@@ -127,13 +128,6 @@ class UnclipTrainingConfig:
             channels = ()
         require(len(channels) >= 1 and all(c > 0 and c % 4 == 0 for c in channels), f"--channels must be positive multiples of 4, e.g. 32,48,64; got {self.channels!r}")
         return channels
-
-
-def default_checkpoint_name(stage: str, condition: str = "text", resolution: int = 0) -> str:
-    """decoder, decoder_image, decoder_14px, decoder_image_14px, superres, superres_image or prior."""
-    if stage == "prior":
-        return "prior"
-    return stage + ("_image" if condition == "image" else "") + (f"_{resolution}px" if stage == "decoder" and resolution else "")
 
 
 def fixed_prompts(captions) -> list[str]:

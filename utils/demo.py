@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.pipeline import Decoder, Prior, SuperResolution, load_clip
+from models.pipeline import Decoder, Prior, SuperResolution, default_checkpoint_name, load_clip
 from training.clip_trainer import ClipTrainingConfig, train_clip
-from training.diffusion_trainer import UnclipTrainingConfig, default_checkpoint_name, train_unclip
+from training.diffusion_trainer import UnclipTrainingConfig, train_unclip
 from utils.errors import UserError
 
 STAGES = {  # name -> (bundle class, training options beside the stage's own defaults)
