@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from dataloading.datasets import to_uint8
 from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, default_checkpoint_name, load_clip, slerp
-from models.samplers import SAMPLERS, THRESHOLDING
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING
 from models.unet import Conditioning
 from utils.cli import ArgumentParser, add_config_arguments, config_from_args, option, require, run_main
 from utils.errors import UserError
@@ -44,7 +44,7 @@ class GenerateConfig:
     prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
     steps: int = option(20, "sampler steps (DDPM's original: 1000)")
-    guidance_scale: float = option(3.0, "classifier-free guidance scale of the decoder (1: no guidance)")
+    guidance_scale: float = option(DEFAULT_GUIDANCE_SCALE, "classifier-free guidance scale of the decoder (1: no guidance)")
     prior_guidance_scale: float = option(2.0, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
     superres_path: str | None = option(None, "a super-resolution model: the decoder draws low-res images, this brings them to full size (Imagen)")

@@ -18,6 +18,7 @@ import torch
 
 from dataloading.datasets import load_dataset, to_signed_float
 from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.samplers import DEFAULT_GUIDANCE_SCALE
 from utils.judge import QualityReference, load_or_train_judge
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--per_class", type=int, default=50)
-    parser.add_argument("--guidance_scale", type=float, default=3.0)
+    parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[-0.9, -0.8])
     args = parser.parse_args()
 

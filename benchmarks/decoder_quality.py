@@ -21,6 +21,7 @@ import torch
 
 from dataloading.datasets import load_dataset
 from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, load_clip
+from models.samplers import DEFAULT_GUIDANCE_SCALE
 from models.unet import Conditioning
 from utils.judge import QualityReference, load_or_train_judge
 
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[DEFAULT_GUIDANCE_SCALE])
     parser.add_argument("--thresholding", default="static")
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")

@@ -17,6 +17,7 @@ from common import write_result
 import torch
 
 from models.pipeline import Decoder, DecoderConfig
+from models.samplers import DEFAULT_GUIDANCE_SCALE
 from models.unet import Conditioning, UNetConfig
 from utils.training import EMA, count_parameters
 
@@ -66,10 +67,10 @@ def main() -> None:
     for run in args.runs:
         sampler, steps = run.split(":")
         start = time.perf_counter()
-        decoder.generate(cond, sampler, int(steps), guidance_scale=3.0)
+        decoder.generate(cond, sampler, int(steps))
         seconds = time.perf_counter() - start
         result["generate_64_seconds"][run] = round(seconds, 2)
-        print(f"64 images, {sampler} {steps} steps, guidance 3: {seconds:.1f} s")
+        print(f"64 images, {sampler} {steps} steps, guidance {DEFAULT_GUIDANCE_SCALE:g}: {seconds:.1f} s")
     write_result("speed", result)
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from dataloading.datasets import load_dataset, to_signed_float
 from models.pipeline import Cascade, ClipConditioner, Decoder, load_clip
+from models.samplers import DEFAULT_GUIDANCE_SCALE
 from models.superres import downsample, upsample
 from models.unet import Conditioning
 from utils.judge import QualityReference, load_or_train_judge
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--augmentation_levels", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.3])
     parser.add_argument("--per_class", type=int, default=50, help="generated images per digit")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps of every stage")
-    parser.add_argument("--guidance_scale", type=float, default=3.0, help="of the base and of the single decoder")
+    parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="of the base and of the single decoder")
     parser.add_argument("--superres_guidance_scale", type=float, default=1.0)
     args = parser.parse_args()
 

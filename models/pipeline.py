@@ -18,7 +18,7 @@ from dataloading.character_tokenizer import CharTokenizer
 from models.clip import TinyCLIP
 from models.diffusion import NoiseSchedule, ScheduleConfig
 from models.prior import DiffusionPrior, PriorBundleConfig, sample_image_embeddings
-from models.samplers import SAMPLERS, THRESHOLDING, Denoiser, StepCallback, sample
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING, Denoiser, StepCallback, sample
 from models.superres import low_res_condition
 from models.unet import Conditioning, UNet, UNetConfig
 from utils.checkpoints import load_checkpoint
@@ -165,7 +165,7 @@ class Decoder(DiffusionBundle):
         return UNet(config.unet)
 
     @torch.no_grad()
-    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 20, guidance_scale: float = 3.0,
+    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
                  thresholding: str = "static", eta: float = 0.0, seed: int = 0, chunk_size: int = 256,
                  callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:
         """One image per row of ``cond``; [N, C, H, W] in [-1, 1], on the CPU. Large N runs in chunks.
@@ -238,7 +238,7 @@ class Cascade:
                                                                     f"{superres_path} on {superres.config.condition} embeddings")
         return cls(base, superres, **sampling)
 
-    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 20, guidance_scale: float = 3.0,
+    def generate(self, cond: Conditioning, sampler: str = "dpmpp_2m", steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
                  thresholding: str = "static", eta: float = 0.0, seed: int = 0, chunk_size: int = 256,
                  callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:
         """[N, C, H, W] full-size images; ``callback`` sees the base stage's trajectory."""

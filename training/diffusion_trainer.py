@@ -33,6 +33,7 @@ from models.diffusion import PREDICTIONS, SCHEDULES, ScheduleConfig
 from models.pipeline import (ClipConditioner, Decoder, DecoderConfig, Prior, SuperResolution, clip_fingerprint, default_checkpoint_name,
                              load_clip)
 from models.prior import PriorBundleConfig, PriorConfig, embedding_scale
+from models.samplers import DEFAULT_GUIDANCE_SCALE
 from models.superres import downsample, low_res_condition, upsample
 from models.unet import Conditioning, UNetConfig
 from training.clip_trainer import subset, write_json
@@ -47,7 +48,9 @@ LOW_NOISE_STEPS = 100  # the loss on t < 100 is tracked on its own: it keeps fal
 
 STAGES = ("decoder", "prior", "superres")
 STAGE_DEFAULTS = {  # tuned for a 2-core CPU: each default stage trains in minutes
-    "decoder": {"steps": 4000, "max_minutes": 11.0, "batch_size": 32, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 5.0, "channels": "32,48,64"},
+    # The decoder's loss is unweighted: min-SNR-5 (as the prior uses) scaled the low-noise steps down ~100x and its
+    # samples kept grain that the last sampler steps did not remove (paired 11-minute runs in BENCHMARKS.md).
+    "decoder": {"steps": 4000, "max_minutes": 11.0, "batch_size": 32, "lr": 2e-3, "prediction": "v", "min_snr_gamma": 0.0, "channels": "32,48,64"},
     # The prior predicts v with min-SNR weighting: DALL-E 2's x0 target made its samples crowd near each class
     # mean here (pairwise cosine 0.974 unguided against 0.911 for real images; v: 0.928; BENCHMARKS.md).
     "prior": {"steps": 5000, "max_minutes": 4.0, "batch_size": 256, "lr": 1e-3, "prediction": "v", "min_snr_gamma": 5.0, "channels": "32,48,64"},
@@ -76,7 +79,7 @@ class UnclipTrainingConfig:
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
     prediction: str | None = option(None, "what the network predicts (default: v)", choices=list(PREDICTIONS))
-    min_snr_gamma: float | None = option(None, "min-SNR loss weighting gamma, 0: off (default: 5)")
+    min_snr_gamma: float | None = option(None, "min-SNR loss weighting gamma, 0: off (default: decoder 0, prior and superres 5)")
     channels: str | None = option(None, "UNet channels per level, comma separated; level 0 runs at half resolution (default: decoder 32,48,64, superres 32,48)")
     blocks_per_level: int = option(1, "decoder residual blocks per UNet level")
     prior_width: int = option(128, "prior Transformer width")
@@ -234,10 +237,10 @@ class DecoderStage:
             title = f"step {step}: held-out images (top), bicubic from {self.low_res_size}x{self.low_res_size} (middle), super-resolution (bottom)"
         elif self.condition == "text":
             prompts = fixed_prompts(captions)
-            images = decoder.generate(self.conditioner.text(prompts), steps=20, guidance_scale=3.0, seed=0)
+            images = decoder.generate(self.conditioner.text(prompts), steps=20, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=0)
             title = f"EMA samples at step {step}: rows {', '.join(captions.name_forms)} names"
         else:
-            decoded = decoder.generate(cond, steps=20, guidance_scale=3.0, seed=0)
+            decoded = decoder.generate(cond, steps=20, guidance_scale=DEFAULT_GUIDANCE_SCALE, seed=0)
             images, title = torch.cat([downsample(real, self.size), decoded]), f"step {step}: held-out images (top) decoded from their CLIP image embeddings"
         ema_model.eval()
         return save_grid(images, path, nrow=captions.num_classes, title=title)

@@ -1,0 +1,40 @@
+"""The judge behind the quality benchmarks: its augmentation, cache and reference."""
+from __future__ import annotations
+
+import torch
+
+from dataloading.datasets import to_signed_float
+from training.clip_trainer import subset
+from utils.checkpoints import load_checkpoint
+from utils.judge import JUDGE_RECIPE, QualityReference, load_or_train_judge, random_photometric
+
+
+def test_photometric_augmentation_stays_in_range_and_can_be_switched_off(embedded_splits):
+    images = to_signed_float(embedded_splits.train_images[:64])
+    generator = torch.Generator().manual_seed(0)
+    changed = random_photometric(images, generator, probability=1.0)
+    assert changed.shape == images.shape and changed.min() >= -1 and changed.max() <= 1
+    assert (changed != images).float().mean() > 0.5  # noise touches almost every pixel
+    assert torch.equal(random_photometric(images, generator, probability=0.0), images)
+    plain = random_photometric(images, generator, max_lift=0.0, max_noise=0.0, min_contrast=1.0, probability=1.0)
+    assert torch.allclose(plain, images)
+
+
+def test_background_lift_is_what_the_augmentation_adds(embedded_splits):
+    images = to_signed_float(embedded_splits.train_images[:64])
+    lifted = random_photometric(images, torch.Generator().manual_seed(0), max_lift=0.1, max_noise=0.0, min_contrast=1.0, probability=1.0)
+    background = images == -1
+    lift = lifted[background].view(-1)
+    assert lift.min() >= -1 and lift.max() <= -0.9 and lift.mean() > -0.99
+
+
+def test_cached_judge_of_another_recipe_is_retrained(embedded_splits, tmp_path):
+    splits = subset(embedded_splits, 200, seed=0)
+    path = tmp_path / "judge.pt"
+    load_or_train_judge(splits, path, recipe=1)
+    assert load_checkpoint(path, "judge")["recipe"] == 1
+    judge, accuracy = load_or_train_judge(splits, path)  # the current recipe: retrained, not the cached recipe-1 judge
+    assert load_checkpoint(path, "judge")["recipe"] == JUDGE_RECIPE
+    assert 0 <= accuracy <= 1
+    reference = QualityReference(judge, splits, per_class=5)
+    assert reference.real["num_images"] == 50 and reference.real["frechet"] > 0
