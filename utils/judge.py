@@ -8,7 +8,7 @@ real images (FID's recipe with a judge that knows digits instead of ImageNet).
 Recipe 2 adds photometric augmentation. A judge trained on exactly black
 backgrounds only (recipe 1) had features so tuned to that one value that a
 background lifted by 1/255 of full scale, invisible to a person, moved its
-Frechet distance to 3.8x the real-vs-real one and by 6/255 to 139x, while a
+Frechet distance to 2.5x the real-vs-real one and by 6/255 to 119x, while a
 one-pixel shift of the digit moved it 0.85x (``benchmarks/judge_calibration.py``).
 Such a judge ranks generators by their background level, not their digits.
 Trained on faint background lifts, contrast changes and pixel noise as well,
