@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import generate_images
@@ -82,3 +83,29 @@ def test_time_budget_stops_training_early(capsys, tmp_path, tiny_clip_path):
     assert run_cli(unclip_train.main, argv) == 0
     assert "budget (--max_minutes) is spent" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "p.pt", "prior")["training"]["step"] < 100000
+
+
+def test_image_embedding_noise_stays_on_the_sphere_near_the_embedding(tiny_clip_path, embedded_splits):
+    from dataloading.datasets import to_signed_float
+    from models.pipeline import ClipConditioner, load_clip
+    from training.clip_trainer import subset
+    from training.diffusion_trainer import DecoderStage, UnclipTrainingConfig
+
+    splits = subset(embedded_splits, 64, seed=0)
+    conditioner = ClipConditioner(load_clip(str(tiny_clip_path)))
+    images, indices = to_signed_float(splits.train_images[:16]), torch.arange(16)
+    embeddings = {}
+    for noise in (0.0, 0.25):
+        config = UnclipTrainingConfig(clip_model_path=str(tiny_clip_path), condition="image", embedding_noise=noise, channels="8,16").resolved()
+        stage = DecoderStage(config, conditioner, splits)
+        embeddings[noise] = stage.batch(images, [""] * 16, indices, torch.Generator().manual_seed(0))[1].embedding
+        clean = stage.cache.image_embeddings[indices]
+    assert torch.equal(embeddings[0.0], clean)
+    cosine = (embeddings[0.25] * clean).sum(-1)
+    assert torch.allclose(embeddings[0.25].norm(dim=-1), torch.ones(16), atol=1e-5)
+    assert (cosine < 0.999).all() and (cosine > 0.9).all()  # moved, but only a little (norm ~0.25 -> cosine ~0.97)
+
+
+def test_negative_embedding_noise_is_refused(capsys, tmp_path, tiny_clip_path):
+    argv = ["--clip_model_path", tiny_clip_path, "--condition", "image", "--embedding_noise", -1, "--save_path", tmp_path / "d.pt"]
+    assert_one_line_error(capsys, run_cli(unclip_train.main, argv), "--embedding_noise must be 0 or positive")

@@ -64,6 +64,8 @@ class UnclipTrainingConfig:
     stage: str = option("decoder", "decoder: CLIP embedding -> image; prior: CLIP text -> CLIP image embedding (DALL-E 2); "
                                    "superres: CLIP embedding + 14x14 image -> 28x28 image (Imagen's cascade)", choices=list(STAGES))
     condition: str = option("text", "decoder, superres: condition on CLIP text embeddings of the caption, or CLIP image embeddings of the image (unCLIP)", choices=["text", "image"])
+    embedding_noise: float = option(0.0, "decoder --condition image: add Gaussian noise of this norm to each training image embedding "
+                                          "(then renormalise), so the decoder also learns the space between its 4,500 training embeddings")
     cross_attention: bool = option(False, "decoder, superres: also cross-attend to CLIP's per-token text states (text condition only)")
     resolution: int = option(0, "decoder: train at this image size, e.g. 14 for the base of a cascade (0: the data's own size)")
     low_res_size: int = option(14, "superres: the size of the low-resolution images it upscales")
@@ -121,6 +123,7 @@ class UnclipTrainingConfig:
         require(self.prior_width > 0 and self.prior_width % 4 == 0 and self.prior_depth > 0, "--prior_width must be a positive multiple of 4 and --prior_depth positive")
         require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
         require(self.resolution >= 0 and self.low_res_size > 0, "--resolution must be 0 or positive and --low_res_size positive")
+        require(self.embedding_noise >= 0, f"--embedding_noise must be 0 or positive, got {self.embedding_noise}")
         require(0 <= self.max_augmentation_level <= 1, f"--max_augmentation_level must be in [0, 1], got {self.max_augmentation_level}")
         self.channel_tuple()
 
@@ -195,6 +198,7 @@ class DecoderStage:
         self.low_res_size = config.low_res_size if self.superres else 0
         require(self.low_res_size < native, f"--low_res_size must be smaller than the images ({native}x{native}), got {config.low_res_size}")
         self.max_augmentation_level = config.max_augmentation_level
+        self.embedding_noise = config.embedding_noise if config.condition == "image" else 0.0
         self.use_tokens = config.cross_attention and config.condition == "text"
         self.config = DecoderConfig(
             unet=UNetConfig(image_channels=channels, image_size=self.size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
@@ -214,6 +218,9 @@ class DecoderStage:
 
     def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
         cond = Conditioning(self.cache.image_embeddings[indices]) if self.condition == "image" else self.cache.text(texts, self.use_tokens)
+        if self.embedding_noise:  # e' = normalize(e + s * z / sqrt(D)): a random direction of norm ~s around each embedding
+            noise = torch.randn(cond.embedding.shape, generator=generator) * self.embedding_noise / math.sqrt(cond.embedding.shape[-1])
+            cond.embedding = torch.nn.functional.normalize(cond.embedding + noise, dim=-1)
         if self.superres:  # Imagen: the low-res condition noised to a random level, which the UNet is told
             level = torch.rand(len(images), generator=generator) * self.max_augmentation_level
             cond.low_res = low_res_condition(downsample(images, self.low_res_size), level, self.size, self.schedule, generator)
