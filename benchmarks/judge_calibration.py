@@ -18,8 +18,6 @@ augmentation; ``utils/judge.py``) are measured side by side.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-
 import common  # noqa: F401
 from common import write_result
 import torch
@@ -46,7 +44,8 @@ def collapse(images: torch.Tensor, labels: torch.Tensor, distinct: int) -> torch
     return out
 
 
-def changes(images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str, Callable[[], torch.Tensor]]]:
+def changes(images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
+    """(kind, name, changed images) for every change, made once and judged by each recipe."""
     generator = torch.Generator().manual_seed(0)
 
     def noisy(std: float) -> torch.Tensor:
@@ -56,18 +55,18 @@ def changes(images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str, 
     no_sevens = images.clone()
     no_sevens[sevens] = images[ones]  # every 7 replaced by a 1: one mode missing, another doubled
     return [
-        ("nuisance", "unchanged", lambda: images),
-        ("nuisance", "background +1/255", lambda: lift_background(images, 1)),
-        ("nuisance", "background +2/255", lambda: lift_background(images, 2)),
-        ("nuisance", "background +6/255", lambda: lift_background(images, 6)),
-        ("nuisance", "noise std 0.02", lambda: noisy(0.02)),
-        ("nuisance", "noise std 0.05", lambda: noisy(0.05)),
-        ("nuisance", "contrast 0.9", lambda: -1 + (images + 1) * 0.9),
-        ("nuisance", "shift 1 pixel", lambda: torch.roll(images, 1, dims=-1)),
-        ("defect", "blur 3x3", lambda: F.avg_pool2d(images, 3, 1, 1, count_include_pad=False)),
-        ("defect", "via 14x14 (bicubic)", lambda: upsample(downsample(images, 14), images.shape[-1]).clamp(-1, 1)),
-        ("defect", "5 distinct per digit", lambda: collapse(images, labels, 5)),
-        ("defect", "every 7 drawn as a 1", lambda: no_sevens),
+        ("nuisance", "unchanged", images),
+        ("nuisance", "background +1/255", lift_background(images, 1)),
+        ("nuisance", "background +2/255", lift_background(images, 2)),
+        ("nuisance", "background +6/255", lift_background(images, 6)),
+        ("nuisance", "noise std 0.02", noisy(0.02)),
+        ("nuisance", "noise std 0.05", noisy(0.05)),
+        ("nuisance", "contrast 0.9", -1 + (images + 1) * 0.9),
+        ("nuisance", "shift 1 pixel", torch.roll(images, 1, dims=-1)),
+        ("defect", "blur 3x3", F.avg_pool2d(images, 3, 1, 1, count_include_pad=False)),
+        ("defect", "via 14x14 (bicubic)", upsample(downsample(images, 14), images.shape[-1]).clamp(-1, 1)),
+        ("defect", "5 distinct per digit", collapse(images, labels, 5)),
+        ("defect", "every 7 drawn as a 1", no_sevens),
     ]
 
 
@@ -82,13 +81,14 @@ def main() -> None:
     labels = splits.test_labels
     order = torch.cat([(labels == c).nonzero().squeeze(1)[:PER_CLASS] for c in range(splits.captions.num_classes)])
     images, labels = to_signed_float(splits.test_images[order]), labels[order]
-    rows = {name: {"kind": kind} for kind, name, _ in changes(images, labels)}
+    changed_sets = changes(images, labels)
+    rows = {name: {"kind": kind} for kind, name, _ in changed_sets}
     for recipe, path in zip((1, JUDGE_RECIPE), args.judge_paths):
         judge, accuracy = load_or_train_judge(splits, path, recipe=recipe)
         reference = QualityReference(judge, splits, PER_CLASS)
         print(f"recipe {recipe}: held-out accuracy {accuracy:.4f}, real-vs-real Frechet {reference.real['frechet']:.3f}")
-        for kind, name, change in changes(images, labels):
-            result = reference.evaluate(change(), labels)
+        for kind, name, changed in changed_sets:
+            result = reference.evaluate(changed, labels)
             ratio = result["frechet"] / reference.real["frechet"]
             rows[name][f"recipe{recipe}"] = {"accuracy": result["accuracy"], "min_class_accuracy": result["min_class_accuracy"], "frechet_ratio": ratio}
             print(f"  {kind:8s} {name:24s} accuracy {result['accuracy']:.3f} (worst digit {result['min_class_accuracy']:.2f})  Frechet {ratio:8.2f}x real")

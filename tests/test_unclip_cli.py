@@ -9,7 +9,11 @@ from PIL import Image
 import generate_images
 import unclip_train
 from conftest import run_cli
+from dataloading.datasets import to_signed_float
+from models.pipeline import ClipConditioner, load_clip
 from test_cli import assert_one_line_error
+from training.clip_trainer import subset
+from training.diffusion_trainer import DecoderStage, UnclipTrainingConfig
 from utils.checkpoints import load_checkpoint
 
 
@@ -86,11 +90,6 @@ def test_time_budget_stops_training_early(capsys, tmp_path, tiny_clip_path):
 
 
 def test_image_embedding_noise_stays_on_the_sphere_near_the_embedding(tiny_clip_path, embedded_splits):
-    from dataloading.datasets import to_signed_float
-    from models.pipeline import ClipConditioner, load_clip
-    from training.clip_trainer import subset
-    from training.diffusion_trainer import DecoderStage, UnclipTrainingConfig
-
     splits = subset(embedded_splits, 64, seed=0)
     conditioner = ClipConditioner(load_clip(str(tiny_clip_path)))
     images, indices = to_signed_float(splits.train_images[:16]), torch.arange(16)
@@ -106,6 +105,10 @@ def test_image_embedding_noise_stays_on_the_sphere_near_the_embedding(tiny_clip_
     assert (cosine < 0.999).all() and (cosine > 0.9).all()  # moved, but only a little (norm ~0.25 -> cosine ~0.97)
 
 
-def test_negative_embedding_noise_is_refused(capsys, tmp_path, tiny_clip_path):
-    argv = ["--clip_model_path", tiny_clip_path, "--condition", "image", "--embedding_noise", -1, "--save_path", tmp_path / "d.pt"]
-    assert_one_line_error(capsys, run_cli(unclip_train.main, argv), "--embedding_noise must be 0 or positive")
+@pytest.mark.parametrize("argv,match", [
+    (["--condition", "image", "--embedding_noise", -1], "--embedding_noise must be 0 or positive"),
+    (["--condition", "text", "--embedding_noise", 0.25], "--embedding_noise needs --condition image"),
+])
+def test_bad_embedding_noise_is_refused(capsys, tmp_path, tiny_clip_path, argv, match):
+    argv = ["--clip_model_path", tiny_clip_path, *argv, "--save_path", tmp_path / "d.pt"]
+    assert_one_line_error(capsys, run_cli(unclip_train.main, argv), match)

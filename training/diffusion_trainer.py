@@ -124,6 +124,7 @@ class UnclipTrainingConfig:
         require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
         require(self.resolution >= 0 and self.low_res_size > 0, "--resolution must be 0 or positive and --low_res_size positive")
         require(self.embedding_noise >= 0, f"--embedding_noise must be 0 or positive, got {self.embedding_noise}")
+        require(not (self.embedding_noise and self.condition != "image"), "--embedding_noise needs --condition image (it noises CLIP image embeddings)")
         require(0 <= self.max_augmentation_level <= 1, f"--max_augmentation_level must be in [0, 1], got {self.max_augmentation_level}")
         self.channel_tuple()
 
@@ -198,7 +199,7 @@ class DecoderStage:
         self.low_res_size = config.low_res_size if self.superres else 0
         require(self.low_res_size < native, f"--low_res_size must be smaller than the images ({native}x{native}), got {config.low_res_size}")
         self.max_augmentation_level = config.max_augmentation_level
-        self.embedding_noise = config.embedding_noise if config.condition == "image" else 0.0
+        self.embedding_noise = config.embedding_noise
         self.use_tokens = config.cross_attention and config.condition == "text"
         self.config = DecoderConfig(
             unet=UNetConfig(image_channels=channels, image_size=self.size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,

@@ -80,14 +80,15 @@ class Judge(nn.Module):
         return torch.cat(classes), torch.cat(features)
 
 
-def train_judge(splits: ImageSplits, epochs: int = 40, batch_size: int = 64, seed: int = 0, photometric: bool = True) -> tuple[Judge, float]:
+def train_judge(splits: ImageSplits, epochs: int = 40, batch_size: int = 64, seed: int = 0, recipe: int = JUDGE_RECIPE) -> tuple[Judge, float]:
     """Train on the training split; returns the judge and its held-out accuracy.
 
-    ``photometric=False`` is recipe 1, kept to show what the augmentation changes.
+    ``recipe=1`` leaves out the photometric augmentation, kept to show what it changes.
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     judge = Judge(splits.image_shape[0], splits.captions.num_classes)
+    judge.recipe = recipe
     optimizer = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
     steps_per_epoch = len(splits.train_labels) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=epochs * steps_per_epoch)
@@ -97,7 +98,7 @@ def train_judge(splits: ImageSplits, epochs: int = 40, batch_size: int = 64, see
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
             images = random_affine(to_signed_float(splits.train_images[idx]), generator)
-            if photometric:
+            if recipe >= 2:
                 images = random_photometric(images, generator)
             loss = F.cross_entropy(judge(images)[0], splits.train_labels[idx])
             optimizer.zero_grad()
@@ -118,8 +119,7 @@ def load_or_train_judge(splits: ImageSplits, path: str | Path, recipe: int = JUD
             judge.load_state_dict(data["model"])
             judge.recipe = recipe
             return judge.eval(), data["test_accuracy"]
-    judge, accuracy = train_judge(splits, photometric=recipe >= 2)
-    judge.recipe = recipe
+    judge, accuracy = train_judge(splits, recipe=recipe)
     save_checkpoint(path, "judge", {"model": judge.state_dict(), "dataset": splits.name, "num_train": len(splits.train_labels), "test_accuracy": accuracy, "recipe": recipe})
     return judge.eval(), accuracy
 
