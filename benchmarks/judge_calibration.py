@@ -7,7 +7,7 @@ and measured like a generated set: judge accuracy and Frechet distance ÷ the
 real-vs-real one at the same size. Two kinds of change:
 
 * nuisances a reader does not see or ignores (a background lifted by 1/255 of
-  full scale, faint noise, lower contrast, a one-pixel shift): a good judge
+  full scale, faint noise, lower contrast, a one-pixel shift, thicker strokes, a faint halo): a good judge
   keeps these near 1x;
 * real defects (blur, lost detail, collapsed diversity, a missing digit): a
   good judge must still rank these far from real.
@@ -44,6 +44,12 @@ def collapse(images: torch.Tensor, labels: torch.Tensor, distinct: int) -> torch
     return out
 
 
+def halo(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """A faint glow one pixel around the strokes: ``strength`` x the brightest neighbour, where that is brighter."""
+    brightness = (images + 1) / 2
+    return 2 * torch.maximum(brightness, strength * F.max_pool2d(brightness, 3, 1, 1)) - 1
+
+
 def changes(images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
     """(kind, name, changed images) for every change, made once and judged by each recipe."""
     generator = torch.Generator().manual_seed(0)
@@ -63,6 +69,9 @@ def changes(images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str, 
         ("nuisance", "noise std 0.05", noisy(0.05)),
         ("nuisance", "contrast 0.9", -1 + (images + 1) * 0.9),
         ("nuisance", "shift 1 pixel", torch.roll(images, 1, dims=-1)),
+        ("nuisance", "thicker strokes (gamma 0.6)", 2 * ((images + 1) / 2) ** 0.6 - 1),
+        ("nuisance", "halo 10 % one pixel out", halo(images, 0.1)),
+        ("nuisance", "halo 20 % one pixel out", halo(images, 0.2)),
         ("defect", "blur 3x3", F.avg_pool2d(images, 3, 1, 1, count_include_pad=False)),
         ("defect", "via 14x14 (bicubic)", upsample(downsample(images, 14), images.shape[-1]).clamp(-1, 1)),
         ("defect", "5 distinct per digit", collapse(images, labels, 5)),
@@ -91,7 +100,7 @@ def main() -> None:
             result = reference.evaluate(changed, labels)
             ratio = result["frechet"] / reference.real["frechet"]
             rows[name][f"recipe{recipe}"] = {"accuracy": result["accuracy"], "min_class_accuracy": result["min_class_accuracy"], "frechet_ratio": ratio}
-            print(f"  {kind:8s} {name:24s} accuracy {result['accuracy']:.3f} (worst digit {result['min_class_accuracy']:.2f})  Frechet {ratio:8.2f}x real")
+            print(f"  {kind:8s} {name:28s} accuracy {result['accuracy']:.3f} (worst digit {result['min_class_accuracy']:.2f})  Frechet {ratio:8.2f}x real")
     write_result("judge_calibration", {"per_class": PER_CLASS, "rows": rows})
 
 

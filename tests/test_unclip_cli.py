@@ -105,9 +105,24 @@ def test_image_embedding_noise_stays_on_the_sphere_near_the_embedding(tiny_clip_
     assert (cosine < 0.999).all() and (cosine > 0.9).all()  # moved, but only a little (norm ~0.25 -> cosine ~0.97)
 
 
+def test_embedding_augmentation_conditions_on_a_moved_copy_and_keeps_the_target(tiny_clip_path, embedded_splits):
+    splits = subset(embedded_splits, 64, seed=0)
+    conditioner = ClipConditioner(load_clip(str(tiny_clip_path)))
+    images, indices = to_signed_float(splits.train_images[:16]), torch.arange(16)
+    config = UnclipTrainingConfig(clip_model_path=str(tiny_clip_path), condition="image", embedding_augmentation=True, channels="8,16").resolved()
+    stage = DecoderStage(config, conditioner, splits)
+    target, cond = stage.batch(images, [""] * 16, indices, torch.Generator().manual_seed(0))
+    clean = stage.cache.image_embeddings[indices]
+    cosine = (cond.embedding * clean).sum(-1)
+    assert torch.equal(target, images)  # the decoder still learns the original image
+    assert torch.allclose(cond.embedding.norm(dim=-1), torch.ones(16), atol=1e-5)
+    assert (cosine < 0.9999).all() and (cosine > 0.5).all()  # the embedding of a nearby view, not of the image itself
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--condition", "image", "--embedding_noise", -1], "--embedding_noise must be 0 or positive"),
     (["--condition", "text", "--embedding_noise", 0.25], "--embedding_noise needs --condition image"),
+    (["--condition", "text", "--embedding_augmentation"], "--embedding_augmentation needs --condition image"),
 ])
 def test_bad_embedding_noise_is_refused(capsys, tmp_path, tiny_clip_path, argv, match):
     argv = ["--clip_model_path", tiny_clip_path, *argv, "--save_path", tmp_path / "d.pt"]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
+from dataloading.augment import random_affine
 from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset, to_signed_float
 from models.diffusion import PREDICTIONS, SCHEDULES, ScheduleConfig
 from models.pipeline import (ClipConditioner, Decoder, DecoderConfig, Prior, SuperResolution, clip_fingerprint, default_checkpoint_name,
@@ -66,6 +67,9 @@ class UnclipTrainingConfig:
     condition: str = option("text", "decoder, superres: condition on CLIP text embeddings of the caption, or CLIP image embeddings of the image (unCLIP)", choices=["text", "image"])
     embedding_noise: float = option(0.0, "decoder --condition image: add Gaussian noise of this norm to each training image embedding "
                                           "(then renormalise), so the decoder also learns the space between its 4,500 training embeddings")
+    embedding_augmentation: bool = option(False, "decoder --condition image: condition on the CLIP embedding of a randomly rotated, scaled and "
+                                                 "shifted copy of the training image (CLIP's own augmentation), so held-out images' embeddings "
+                                                 "look like training ones")
     cross_attention: bool = option(False, "decoder, superres: also cross-attend to CLIP's per-token text states (text condition only)")
     resolution: int = option(0, "decoder: train at this image size, e.g. 14 for the base of a cascade (0: the data's own size)")
     low_res_size: int = option(14, "superres: the size of the low-resolution images it upscales")
@@ -125,6 +129,7 @@ class UnclipTrainingConfig:
         require(self.resolution >= 0 and self.low_res_size > 0, "--resolution must be 0 or positive and --low_res_size positive")
         require(self.embedding_noise >= 0, f"--embedding_noise must be 0 or positive, got {self.embedding_noise}")
         require(not (self.embedding_noise and self.condition != "image"), "--embedding_noise needs --condition image (it noises CLIP image embeddings)")
+        require(not (self.embedding_augmentation and self.condition != "image"), "--embedding_augmentation needs --condition image")
         require(0 <= self.max_augmentation_level <= 1, f"--max_augmentation_level must be in [0, 1], got {self.max_augmentation_level}")
         self.channel_tuple()
 
@@ -199,7 +204,7 @@ class DecoderStage:
         self.low_res_size = config.low_res_size if self.superres else 0
         require(self.low_res_size < native, f"--low_res_size must be smaller than the images ({native}x{native}), got {config.low_res_size}")
         self.max_augmentation_level = config.max_augmentation_level
-        self.embedding_noise = config.embedding_noise
+        self.embedding_noise, self.embedding_augmentation = config.embedding_noise, config.embedding_augmentation
         self.use_tokens = config.cross_attention and config.condition == "text"
         self.config = DecoderConfig(
             unet=UNetConfig(image_channels=channels, image_size=self.size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
@@ -218,7 +223,12 @@ class DecoderStage:
                             + (" + token cross-attention" if self.use_tokens else ""))
 
     def batch(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Conditioning]:
-        cond = Conditioning(self.cache.image_embeddings[indices]) if self.condition == "image" else self.cache.text(texts, self.use_tokens)
+        if self.embedding_augmentation:  # the target stays the original image: nearby views must decode to it
+            cond = self.conditioner.image(random_affine(images, generator)).to("cpu")
+        elif self.condition == "image":
+            cond = Conditioning(self.cache.image_embeddings[indices])
+        else:
+            cond = self.cache.text(texts, self.use_tokens)
         if self.embedding_noise:  # e' = normalize(e + s * z / sqrt(D)): a random direction of norm ~s around each embedding
             noise = torch.randn(cond.embedding.shape, generator=generator) * self.embedding_noise / math.sqrt(cond.embedding.shape[-1])
             cond.embedding = torch.nn.functional.normalize(cond.embedding + noise, dim=-1)

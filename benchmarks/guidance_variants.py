@@ -1,0 +1,117 @@
+"""Classifier-free guidance and three published variations of it, on the accuracy / Frechet frontier.
+
+    python benchmarks/guidance_variants.py                       # the default decoder, every variant below
+    python benchmarks/guidance_variants.py --variants cfg=2 cfg=2,interval=500:999
+    python unclip_train.py --clip_model_path checkpoints/clip.pt --channels 16,24,32 --max_minutes 2 \\
+        --save_path checkpoints/decoder_weak.pt --output_dir outputs/decoder_weak  # the weak model for autoguidance
+
+A variant is a comma-separated list of settings:
+
+    cfg=W          classifier-free guidance (Ho & Salimans 2022): out = u + W (c - u)
+    interval=A:B   guide only at timesteps A <= t <= B, else the conditional output alone
+                   (guidance interval, Kynkaanniemi et al. 2024)
+    rescale=PHI    scale the guided output's per-image std back to the conditional one's, mixed
+                   PHI : 1 - PHI with the plain guided output (Lin et al. 2024, sec. 3.4)
+    ag=W           autoguidance (Karras et al. 2024): also push away from a weaker model of the
+                   same task, out += (W - 1) (c - c_weak); needs --weak_decoder_path
+
+This is an experiment bench, not a feature: none of these variants is in the pipeline
+(BENCHMARKS.md gives the measured reasons).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import common  # noqa: F401
+from common import write_result
+import torch
+
+from dataloading.datasets import load_dataset
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.samplers import Denoiser, sample
+from utils.judge import QualityReference, load_or_train_judge
+
+DEFAULT_VARIANTS = ["cfg=1.5", "cfg=2", "cfg=3", "cfg=2,interval=500:999", "cfg=3,interval=500:999", "cfg=3,interval=0:700",
+                    "cfg=2,rescale=0.7", "cfg=1,ag=2", "cfg=1.5,ag=1.5", "cfg=2,ag=1.5"]
+
+
+def parse_variant(text: str) -> dict:
+    settings = {"cfg": 1.0, "interval": (0, 10**9), "rescale": 0.0, "ag": 1.0}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key not in settings:
+            raise SystemExit(f"unknown setting {key!r} in variant {text!r}; use cfg, interval, rescale, ag")
+        settings[key] = tuple(int(v) for v in value.split(":")) if key == "interval" else float(value)
+    return settings
+
+
+class GuidanceVariant(Denoiser):
+    """A Denoiser whose guided output follows one variant's settings."""
+
+    def __init__(self, decoder: Decoder, cond, settings: dict, weak: Decoder | None) -> None:
+        super().__init__(decoder.model, decoder.schedule, cond, settings["cfg"])
+        self.settings, self.weak = settings, weak
+
+    @torch.no_grad()
+    def model_output(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        s, b = self.settings, x.shape[0]
+        guiding = s["interval"][0] <= t <= s["interval"][1]
+        if self.guided_cond is None or not guiding:
+            cond_out = uncond_out = self._forward(x, torch.full((b,), t), self.cond)
+        else:
+            cond_out, uncond_out = self._forward(torch.cat([x, x]), torch.full((2 * b,), t), self.guided_cond).chunk(2)
+        guided = cond_out + (s["cfg"] - 1) * (cond_out - uncond_out) if guiding else cond_out
+        if guiding and s["ag"] != 1:
+            weak_out = self.weak.model(x, torch.full((b,), t), self.cond).float()
+            guided = guided + (s["ag"] - 1) * (cond_out - weak_out)
+        if s["rescale"]:
+            std = lambda z: z.flatten(1).std(1).view(-1, *([1] * (z.ndim - 1)))  # noqa: E731
+            guided = s["rescale"] * guided * std(cond_out) / std(guided) + (1 - s["rescale"]) * guided
+        return guided
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
+    parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
+    parser.add_argument("--weak_decoder_path", default="checkpoints/decoder_weak.pt", help="the weaker model for ag=W variants")
+    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++(2M) steps")
+    parser.add_argument("--per_class", type=int, default=50)
+    parser.add_argument("--form", default="word")
+    parser.add_argument("--name", default="guidance_variants")
+    args = parser.parse_args()
+
+    variants = [(text, parse_variant(text)) for text in args.variants]
+    clip = load_clip(args.clip_model_path)
+    decoder = Decoder.load(args.decoder_path)
+    decoder.check_clip(clip, args.decoder_path)
+    weak = None
+    if any(settings["ag"] != 1 for _, settings in variants):
+        weak = Decoder.load(args.weak_decoder_path)
+        weak.check_clip(clip, args.weak_decoder_path)
+    splits = load_dataset(decoder.config.dataset)
+    judge, _ = load_or_train_judge(splits, args.judge_path)
+    reference = QualityReference(judge, splits, args.per_class)
+    print(f"real-vs-real Frechet {reference.real['frechet']:.3f} at {reference.real['num_images']} images")
+    labels = torch.arange(splits.captions.num_classes).repeat_interleave(args.per_class)
+    cond = ClipConditioner(clip).text([splits.captions.prompts(args.form)[int(c)][0] for c in labels])
+    shape = (len(labels), *splits.image_shape)
+    rows = []
+    for text, settings in variants:
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(1)  # the same starting noise for every variant
+        images = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, "dpmpp_2m", args.steps, generator=generator)
+        result = reference.evaluate(images.clamp(-1, 1), labels)
+        result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1))
+        rows.append(result)
+        print(f"{text:28s} accuracy {result['accuracy']:.4f} (worst digit {result['min_class_accuracy']:.2f})  "
+              f"Frechet {result['frechet_ratio']:.2f}x real  [{result['seconds']:.0f} s]")
+    write_result(args.name, {"decoder_path": args.decoder_path, "weak_decoder_path": args.weak_decoder_path if weak else None,
+                             "steps": args.steps, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real, "results": rows})
+
+
+if __name__ == "__main__":
+    main()
