@@ -4,6 +4,7 @@
       -> PixelUnshuffle(2): [B, 4C, H/2, W/2]    no convolution ever runs at full resolution
       -> level 0 at H/2 (e.g. 14x14), level 1 at H/4 (7x7) with attention, middle block
       -> mirrored up path with skip connections -> PixelShuffle(2) -> [B, C, H, W]
+      (-> optional: a small full-resolution refinement that sees x_t and that output)
 
 Conditioning (``Conditioning``): the timestep's sinusoidal embedding plus a
 projected CLIP embedding (text or image: they share one space) drive every
@@ -36,6 +37,7 @@ class UNetConfig:
     low_res_channels: int = 0  # >0: super-resolution, the upsampled low-res image is concatenated to x_t
     noise_level_conditioning: bool = False  # super-resolution: embed the augmentation level of the low-res image
     dropout: float = 0.0
+    full_res_channels: int = 0  # >0: a residual refinement at full resolution with this many channels after the head
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -189,6 +191,13 @@ class UNet(nn.Module):
         self.head = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, 4 * config.image_channels, 3, padding=1), nn.PixelShuffle(2))
         nn.init.zeros_(self.head[2].weight)
         nn.init.zeros_(self.head[2].bias)
+        if config.full_res_channels:  # the only convolutions at full resolution: edges drawn where they are seen
+            k, out_channels = config.full_res_channels, config.image_channels
+            self.refine_in = nn.Conv2d(out_channels + config.image_channels + config.low_res_channels, k, 3, padding=1)
+            self.refine_emb = nn.Linear(emb_dim, k)
+            self.refine_out = nn.Sequential(nn.SiLU(), nn.Conv2d(k, k, 3, padding=1), nn.SiLU(), nn.Conv2d(k, out_channels, 3, padding=1))
+            nn.init.zeros_(self.refine_out[3].weight)
+            nn.init.zeros_(self.refine_out[3].bias)
 
     def embed(self, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """Timestep + conditioning -> one vector per sample [B, 4*ch0]."""
@@ -226,7 +235,11 @@ class UNet(nn.Module):
             else:  # nearest upsample to the next skip's size (7 -> 14, or 4 -> 7 for odd sizes); the
                 # next residual block's convolution follows, so a separate upsampling conv is not needed
                 h = F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest")
-        return self.head(h)  # [B, C, H, W]
+        out = self.head(h)  # [B, C, H, W]
+        if self.config.full_res_channels:  # out + a correction from (out, x_t) at full resolution, told the timestep
+            r = self.refine_in(torch.cat([out, x], dim=1)) + self.refine_emb(emb)[:, :, None, None]  # [B, k, H, W]
+            out = out + self.refine_out(r)
+        return out
 
 
 def with_overrides(config: UNetConfig, **changes) -> UNetConfig:

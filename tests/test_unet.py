@@ -40,3 +40,20 @@ def test_super_resolution_inputs_reach_the_output():
     base = model(x, t, Conditioning(emb, low_res=low, noise_level=torch.tensor([0.1])))
     assert not torch.allclose(base, model(x, t, Conditioning(emb, low_res=low, noise_level=torch.tensor([0.5]))))
     assert not torch.allclose(base, model(x, t, Conditioning(emb, low_res=-low, noise_level=torch.tensor([0.1]))))
+
+
+@pytest.mark.parametrize("channels,low_res", [(1, 0), (3, 0), (1, 1)])
+def test_full_resolution_refinement_starts_as_identity_then_corrects_the_output(channels, low_res):
+    torch.manual_seed(0)
+    config = UNetConfig(image_channels=channels, channels=(8, 16), condition_dim=4, low_res_channels=low_res * channels, noise_level_conditioning=bool(low_res))
+    plain, refined = UNet(config).eval(), UNet(UNetConfig(**{**config.__dict__, "full_res_channels": 4})).eval()
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    x, t = torch.randn(2, channels, 28, 28), torch.tensor([5, 500])
+    cond = Conditioning(torch.randn(2, 4), low_res=torch.randn(2, channels, 28, 28) if low_res else None,
+                        noise_level=torch.tensor([0.1, 0.1]) if low_res else None)
+    assert torch.equal(plain(x, t, cond), refined(x, t, cond))  # zero-initialised: training starts from the plain UNet
+    for name, p in refined.named_parameters():
+        if name.startswith("refine"):  # only the refinement changes, so any difference in the output is its correction
+            p.data.add_(0.1 * torch.randn_like(p))
+    out = refined(x, t, cond)
+    assert out.shape == x.shape and not torch.allclose(out, plain(x, t, cond))

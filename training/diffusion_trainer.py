@@ -88,6 +88,7 @@ class UnclipTrainingConfig:
     min_snr_gamma: float | None = option(None, "min-SNR loss weighting gamma, 0: off (default: decoder 0, prior and superres 5)")
     channels: str | None = option(None, "UNet channels per level, comma separated; level 0 runs at half resolution (default: decoder 32,48,64, superres 32,48)")
     blocks_per_level: int = option(1, "decoder residual blocks per UNet level")
+    full_res_channels: int = option(0, "decoder, superres: channels of a small residual refinement at full resolution after the UNet (0: none)")
     prior_width: int = option(128, "prior Transformer width")
     prior_depth: int = option(4, "prior Transformer layers")
     prior_tokens: bool = option(False, "prior: also attend to the text token states, as DALL-E 2 does (several times slower on a CPU)")
@@ -124,6 +125,7 @@ class UnclipTrainingConfig:
         require(0 < self.ema_decay < 1, f"--ema_decay must be in (0, 1), got {self.ema_decay}")
         require(self.save_every > 0 and self.sample_every >= 0, "--save_every must be positive and --sample_every 0 or positive")
         require(self.blocks_per_level > 0, f"--blocks_per_level must be positive, got {self.blocks_per_level}")
+        require(self.full_res_channels >= 0, f"--full_res_channels must be 0 or positive, got {self.full_res_channels}")
         require(self.prior_width > 0 and self.prior_width % 4 == 0 and self.prior_depth > 0, "--prior_width must be a positive multiple of 4 and --prior_depth positive")
         require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
         require(self.resolution >= 0 and self.low_res_size > 0, "--resolution must be 0 or positive and --low_res_size positive")
@@ -208,6 +210,7 @@ class DecoderStage:
         self.use_tokens = config.cross_attention and config.condition == "text"
         self.config = DecoderConfig(
             unet=UNetConfig(image_channels=channels, image_size=self.size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
+                            full_res_channels=config.full_res_channels,
                             condition_dim=clip.config.embed_dim, token_dim=clip.text_encoder.token_dim if self.use_tokens else 0,
                             low_res_channels=channels if self.superres else 0, noise_level_conditioning=self.superres),
             schedule=ScheduleConfig(config.schedule, 1000, config.prediction, config.min_snr_gamma),
