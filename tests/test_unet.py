@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.unet import Conditioning, UNet, UNetConfig
+from models.unet import Conditioning, UNet, UNetConfig, with_overrides
 
 
 @pytest.mark.parametrize("channels,size", [(1, 28), (3, 28), (1, 32), (3, 32), (1, 14)])
@@ -46,7 +46,7 @@ def test_super_resolution_inputs_reach_the_output():
 def test_full_resolution_refinement_starts_as_identity_then_corrects_the_output(channels, low_res):
     torch.manual_seed(0)
     config = UNetConfig(image_channels=channels, channels=(8, 16), condition_dim=4, low_res_channels=low_res * channels, noise_level_conditioning=bool(low_res))
-    plain, refined = UNet(config).eval(), UNet(UNetConfig(**{**config.__dict__, "full_res_channels": 4})).eval()
+    plain, refined = UNet(config).eval(), UNet(with_overrides(config, full_res_channels=4)).eval()
     refined.load_state_dict(plain.state_dict(), strict=False)
     x, t = torch.randn(2, channels, 28, 28), torch.tensor([5, 500])
     cond = Conditioning(torch.randn(2, 4), low_res=torch.randn(2, channels, 28, 28) if low_res else None,
