@@ -9,20 +9,24 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataloading.datasets import to_uint8
-from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, default_checkpoint_name, load_clip, slerp
-from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING
-from models.unet import Conditioning
-from utils.cli import ArgumentParser, add_config_arguments, config_from_args, option, require, run_main
-from utils.errors import UserError
-from utils.images import load_image
+from models.conditioning import Conditioning
+from models.pipeline import ClipConditioner, Decoder, default_checkpoint_name, load_clip, slerp
+from models.prior import PRIOR_SAMPLING, Prior
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING, SamplingOptions
+from models.superres import SUPERRES_SAMPLING, Cascade
+from utils.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
+from utils.config import option
+from utils.errors import UserError, require
+from utils.files import check_output_file
+from utils.images import load_image, to_uint8
 from utils.plotting import save_grid
 from utils.trajectory import save_trajectory_gif
 from utils.training import resolve_device
@@ -43,13 +47,13 @@ class GenerateConfig:
                                             "--interpolate; with --superres_path the 14x14 base, decoder_14px.pt or decoder_image_14px.pt)")
     prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
-    steps: int = option(20, "sampler steps (DDPM's original: 1000)")
+    steps: int = option(SamplingOptions.steps, "sampler steps (DDPM's original: 1000)")
     guidance_scale: float = option(DEFAULT_GUIDANCE_SCALE, "classifier-free guidance scale of the decoder (1: no guidance)")
-    prior_guidance_scale: float = option(2.0, "classifier-free guidance scale of the prior")
+    prior_guidance_scale: float = option(PRIOR_SAMPLING.guidance_scale, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
     superres_path: str | None = option(None, "a super-resolution model: the decoder draws low-res images, this brings them to full size (Imagen)")
-    superres_steps: int = option(20, "super-resolution sampler steps")
-    superres_guidance_scale: float = option(1.0, "super-resolution classifier-free guidance scale")
+    superres_steps: int = option(SUPERRES_SAMPLING.steps, "super-resolution sampler steps")
+    superres_guidance_scale: float = option(SUPERRES_SAMPLING.guidance_scale, "super-resolution classifier-free guidance scale")
     augmentation_level: float = option(0.1, "super-resolution: noise level in [0, 1] given to the low-res images (Imagen's conditioning augmentation)")
     thresholding: str = option("static", "x0 thresholding, at every stage", choices=list(THRESHOLDING))
     eta: float = option(0.0, "DDIM noise (0: deterministic)")
@@ -62,18 +66,23 @@ class GenerateConfig:
 
     def validate(self) -> None:
         require(0 < self.num_samples <= MAX_SAMPLES, f"--num_samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
-        require(self.steps > 0, f"--steps must be positive, got {self.steps}")
-        require(self.guidance_scale >= 0, f"--guidance_scale must be 0 or more, got {self.guidance_scale}")
-        require(self.prior_guidance_scale >= 0, f"--prior_guidance_scale must be 0 or more, got {self.prior_guidance_scale}")
-        require(self.chunk_size > 0, f"--chunk_size must be positive, got {self.chunk_size}")
-        require(self.eta >= 0, f"--eta must be 0 or more, got {self.eta}")
-        require(self.num_candidates > 0, f"--num_candidates must be positive, got {self.num_candidates}")
-        require(self.superres_steps > 0, f"--superres_steps must be positive, got {self.superres_steps}")
-        require(self.superres_guidance_scale >= 0, f"--superres_guidance_scale must be 0 or more, got {self.superres_guidance_scale}")
+        for flag in ("steps", "superres_steps", "chunk_size", "num_candidates"):
+            require(getattr(self, flag) > 0, f"--{flag} must be positive, got {getattr(self, flag)}")
+        for flag in ("guidance_scale", "prior_guidance_scale", "superres_guidance_scale", "eta"):
+            value = getattr(self, flag)
+            require(math.isfinite(value) and value >= 0, f"--{flag} must be a finite number, 0 or more; got {value}")
         require(0 <= self.augmentation_level <= 1, f"--augmentation_level must be in [0, 1], got {self.augmentation_level}")
         modes = [bool(self.prompt or self.prompts_file), bool(self.image), bool(self.interpolate)]
         require(sum(modes) <= 1, "give prompts, --image or --interpolate, not several")
         require(not (self.interpolate and self.num_samples < 2), "--interpolate needs --num_samples of at least 2")
+        for flag in ("output", "npz", "gif"):
+            if getattr(self, flag):
+                check_output_file(getattr(self, flag), f"--{flag}")
+
+    @property
+    def sampling(self) -> SamplingOptions:
+        """The decoder's (for a cascade: the base's) sampling options."""
+        return SamplingOptions(self.sampler, self.steps, self.guidance_scale, self.thresholding, self.eta, self.seed)
 
     @property
     def needs_image_decoder(self) -> bool:
@@ -100,19 +109,16 @@ class Generator:
         condition = "image" if config.needs_image_decoder else "text"
         base_resolution = 14 if config.superres_path else 0  # the cascade's base, at unclip_train.py's default --low_res_size
         decoder_path = config.decoder_path or f"checkpoints/{default_checkpoint_name('decoder', condition, base_resolution)}.pt"
+        clip = self.conditioner.clip
         if config.superres_path:
-            self.decoder = Cascade.load(self.conditioner.clip, decoder_path, config.superres_path, device, augmentation_level=config.augmentation_level,
+            self.decoder = Cascade.load(decoder_path, config.superres_path, device, clip, augmentation_level=config.augmentation_level,
                                         superres_steps=config.superres_steps, superres_guidance_scale=config.superres_guidance_scale)
         else:
-            self.decoder = Decoder.load(decoder_path, device)
-            self.decoder.check_clip(self.conditioner.clip, decoder_path)
+            self.decoder = Decoder.load(decoder_path, device, clip)
         require(self.decoder.config.condition == condition,
                 f"{decoder_path} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if condition == 'image' else 'a text'}-conditioned decoder"
                 + (" (with a prior, --image or --interpolate: train one with --condition image)" if condition == "image" else " (or give --prior_path)"))
-        self.prior = None
-        if config.prior_path:
-            self.prior = Prior.load(config.prior_path, device)
-            self.prior.check_clip(self.conditioner.clip, config.prior_path)
+        self.prior = Prior.load(config.prior_path, device, clip) if config.prior_path else None
 
     def from_prompts(self, prompts: list[str]) -> Conditioning:
         """Prompts -> decoder conditioning: text embeddings, or image embeddings drawn by the prior."""
@@ -120,7 +126,8 @@ class Generator:
         cond = self.conditioner.text(prompts)
         if self.prior is not None:
             c = self.config
-            return Conditioning(self.prior.sample(cond, guidance_scale=c.prior_guidance_scale, seed=c.seed, num_candidates=c.num_candidates))
+            sampling = replace(PRIOR_SAMPLING, guidance_scale=c.prior_guidance_scale, seed=c.seed)
+            return Conditioning(self.prior.sample(cond, sampling, num_candidates=c.num_candidates))
         return cond  # a decoder without cross-attention ignores the token states
 
     def from_images(self, paths: list[str]) -> torch.Tensor:
@@ -164,8 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             trajectory.append((t, x_t[:keep].float().cpu(), x0[:keep].float().cpu()))
 
     progress = (lambda chunks: tqdm(chunks, desc="generating", unit="chunk")) if len(repeated) > config.chunk_size else None
-    images = generator.decoder.generate(cond, config.sampler, config.steps, config.guidance_scale, config.thresholding, config.eta,
-                                        config.seed, config.chunk_size, record if config.gif else None, progress,
+    images = generator.decoder.generate(cond, config.sampling, config.chunk_size, record if config.gif else None, progress,
                                         shared_noise=bool(config.interpolate))
     title = f"{config.sampler}, {config.steps} steps, guidance {config.guidance_scale:g}, seed {config.seed}"
     if config.superres_path:

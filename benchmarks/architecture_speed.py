@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 from torch import nn
 
 from models.image_encoder import ImageEncoder, conv_block
-from models.unet import Conditioning, UNet, UNetConfig
+from models.conditioning import Conditioning
+from models.unet import UNet, UNetConfig
 from utils.training import count_parameters
 
 

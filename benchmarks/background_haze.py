@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 
-from dataloading.datasets import load_dataset, to_signed_float
+from dataloading.datasets import load_dataset
+from utils.images import to_signed_float
 from models.pipeline import ClipConditioner, Decoder, load_clip
-from models.samplers import DEFAULT_GUIDANCE_SCALE, Denoiser, dpmpp_2m_sample
-from utils.judge import QualityReference, load_or_train_judge
+from models.samplers import DEFAULT_GUIDANCE_SCALE, Denoiser, DPMSolverPP2MStep, SamplingOptions, denoise
+from evaluation.judge import QualityReference, load_or_train_judge
 
 
 def pixel_shares(images: torch.Tensor) -> dict:
@@ -39,7 +40,7 @@ def renoise_and_denoise(decoder: Decoder, cond, images: torch.Tensor, t: int, gu
     x_t = decoder.schedule.q_sample(images, torch.full((len(images),), t), noise)
     timesteps = torch.linspace(t, 0, max(3, t // 50 + 2)).round().long().tolist()
     denoiser = Denoiser(decoder.model, decoder.schedule, cond, guidance_scale)
-    return dpmpp_2m_sample(denoiser, decoder.schedule, x_t, timesteps).clamp(-1, 1)
+    return denoise(denoiser, decoder.schedule, x_t, timesteps, DPMSolverPP2MStep()).clamp(-1, 1)
 
 
 def main() -> None:
@@ -54,15 +55,14 @@ def main() -> None:
     args = parser.parse_args()
 
     clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path)
-    decoder.check_clip(clip, args.decoder_path)
+    decoder = Decoder.load(args.decoder_path, clip=clip)
     splits = load_dataset(decoder.config.dataset)
     judge, _ = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)
     words = [names[0] for names in splits.captions.names]
     labels = torch.arange(len(words)).repeat_interleave(args.per_class)
     conditioner = ClipConditioner(clip)
-    images = decoder.generate(conditioner.text([words[int(c)] for c in labels]), guidance_scale=args.guidance_scale, seed=1)
+    images = decoder.generate(conditioner.text([words[int(c)] for c in labels]), SamplingOptions(guidance_scale=args.guidance_scale, seed=1))
     real, generated = pixel_shares(to_signed_float(splits.test_images)), pixel_shares(images)
     print(f"pixels at background: real {real['background']:.3f}, generated {generated['background']:.3f}; "
           f"in the haze band: real {real['haze']:.3f}, generated {generated['haze']:.3f}")

@@ -9,12 +9,12 @@ import argparse
 import time
 
 import common  # noqa: F401  (puts the repo root on sys.path)
-from common import write_result
+from evaluation.reports import write_result
 
 from dataloading.datasets import load_dataset
 from models.pipeline import load_clip
 from training.clip_trainer import ClipTrainingConfig, train_clip
-from utils.metrics import evaluate_clip
+from evaluation.metrics import evaluate_clip
 
 
 def main() -> None:

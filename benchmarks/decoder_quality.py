@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 
 from dataloading.datasets import load_dataset
-from models.pipeline import Cascade, ClipConditioner, Decoder, Prior, load_clip
-from models.samplers import DEFAULT_GUIDANCE_SCALE
-from models.unet import Conditioning
-from utils.judge import QualityReference, load_or_train_judge
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.prior import PRIOR_SAMPLING, Prior
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
+from models.superres import Cascade
+from models.conditioning import Conditioning
+from evaluation.judge import QualityReference, load_or_train_judge
 
 
 def main() -> None:
@@ -31,7 +34,7 @@ def main() -> None:
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
     parser.add_argument("--prior_path", default=None, help="prompt -> prior -> image-conditioned decoder (unCLIP)")
-    parser.add_argument("--prior_guidance_scale", type=float, default=2.0)
+    parser.add_argument("--prior_guidance_scale", type=float, default=PRIOR_SAMPLING.guidance_scale)
     parser.add_argument("--superres_path", default=None, help="the decoder is a cascade's base; this brings its images to full size (Imagen)")
     parser.add_argument("--augmentation_level", type=float, default=0.1, help="super-resolution conditioning augmentation at sampling")
     parser.add_argument("--superres_guidance_scale", type=float, default=1.0)
@@ -47,14 +50,11 @@ def main() -> None:
 
     clip = load_clip(args.clip_model_path)
     if args.superres_path:
-        decoder = Cascade.load(clip, args.decoder_path, args.superres_path, augmentation_level=args.augmentation_level,
+        decoder = Cascade.load(args.decoder_path, args.superres_path, clip=clip, augmentation_level=args.augmentation_level,
                                superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
     else:
-        decoder = Decoder.load(args.decoder_path)
-        decoder.check_clip(clip, args.decoder_path)
-    prior = Prior.load(args.prior_path) if args.prior_path else None
-    if prior is not None:
-        prior.check_clip(clip, args.prior_path)
+        decoder = Decoder.load(args.decoder_path, clip=clip)
+    prior = Prior.load(args.prior_path, clip=clip) if args.prior_path else None
     splits = load_dataset(decoder.config.dataset)
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)
@@ -70,8 +70,8 @@ def main() -> None:
             start = time.perf_counter()
             cond = conditioner.text(prompts)
             if prior is not None:
-                cond = Conditioning(prior.sample(cond, guidance_scale=args.prior_guidance_scale, seed=1))
-            images = decoder.generate(cond, args.sampler, args.steps, scale, args.thresholding, seed=1)
+                cond = Conditioning(prior.sample(cond, replace(PRIOR_SAMPLING, guidance_scale=args.prior_guidance_scale, seed=1)))
+            images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=1))
             seconds = time.perf_counter() - start
             result = reference.evaluate(images, labels)
             result.update(guidance_scale=scale, form=form, seconds=round(seconds, 1), frechet_ratio=result["frechet"] / reference.real["frechet"])

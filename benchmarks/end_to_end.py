@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,13 +24,13 @@ import argparse
 import time
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 
 from dataloading.datasets import load_dataset
 from models.pipeline import ClipConditioner, Decoder, load_clip
-from models.samplers import Denoiser, sample
-from utils.judge import QualityReference, load_or_train_judge
+from models.samplers import Denoiser, SamplingOptions, sample
+from evaluation.judge import QualityReference, load_or_train_judge
 
 DEFAULT_VARIANTS = ["cfg=1.5", "cfg=2", "cfg=3", "cfg=2,interval=500:999", "cfg=3,interval=500:999", "cfg=3,interval=0:700",
                     "cfg=2,rescale=0.7", "cfg=1,ag=2", "cfg=1.5,ag=1.5", "cfg=2,ag=1.5"]
@@ -86,12 +86,10 @@ def main() -> None:
 
     variants = [(text, parse_variant(text)) for text in args.variants]
     clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path)
-    decoder.check_clip(clip, args.decoder_path)
+    decoder = Decoder.load(args.decoder_path, clip=clip)
     weak = None
     if any(settings["ag"] != 1 for _, settings in variants):
-        weak = Decoder.load(args.weak_decoder_path)
-        weak.check_clip(clip, args.weak_decoder_path)
+        weak = Decoder.load(args.weak_decoder_path, clip=clip)
     splits = load_dataset(decoder.config.dataset)
     judge, _ = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)
@@ -103,7 +101,7 @@ def main() -> None:
     for text, settings in variants:
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(1)  # the same starting noise for every variant
-        images = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, "dpmpp_2m", args.steps, generator=generator)
+        images = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps), generator)
         result = reference.evaluate(images.clamp(-1, 1), labels)
         result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1))
         rows.append(result)

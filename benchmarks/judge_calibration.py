@@ -13,19 +13,20 @@ real-vs-real one at the same size. Two kinds of change:
   good judge must still rank these far from real.
 
 Recipe 1 (affine augmentation only) and recipe 2 (plus photometric
-augmentation; ``utils/judge.py``) are measured side by side.
+augmentation; ``evaluation/judge.py``) are measured side by side.
 """
 from __future__ import annotations
 
 import argparse
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 import torch.nn.functional as F
 
-from dataloading.datasets import load_dataset, to_signed_float
+from dataloading.datasets import load_dataset
+from utils.images import to_signed_float
 from models.superres import downsample, upsample
-from utils.judge import JUDGE_RECIPE, QualityReference, load_or_train_judge
+from evaluation.judge import JUDGE_RECIPE, QualityReference, load_or_train_judge
 
 PER_CLASS = 50  # the held-out split has 50 digits per class
 

@@ -6,23 +6,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 
 from dataloading.datasets import load_dataset
-from models.pipeline import ClipConditioner, Prior, load_clip
-from utils.metrics import prior_quality
-
-
-class RerankedPrior:
-    """The prior with fixed sampling settings, in the shape ``prior_quality`` expects."""
-
-    def __init__(self, prior: Prior, guidance_scale: float, num_candidates: int) -> None:
-        self.prior, self.guidance_scale, self.num_candidates = prior, guidance_scale, num_candidates
-
-    def sample(self, cond, seed: int = 0):
-        return self.prior.sample(cond, guidance_scale=self.guidance_scale, seed=seed, num_candidates=self.num_candidates)
+from models.pipeline import ClipConditioner, load_clip
+from models.prior import PRIOR_SAMPLING, Prior
+from evaluation.metrics import prior_quality
 
 
 def main() -> None:
@@ -35,14 +27,13 @@ def main() -> None:
     parser.add_argument("--name", default="prior_quality", help="result file name")
     args = parser.parse_args()
     clip = load_clip(args.clip_model_path)
-    prior = Prior.load(args.prior_path)
-    prior.check_clip(clip, args.prior_path)
+    prior = Prior.load(args.prior_path, clip=clip)
     splits = load_dataset(prior.config.dataset)
     conditioner = ClipConditioner(clip)
     rows = []
     for scale in args.guidance_scales:
         for k in args.num_candidates:
-            quality = prior_quality(RerankedPrior(prior, scale, k), conditioner, splits, args.per_class)
+            quality = prior_quality(prior, conditioner, splits, args.per_class, replace(PRIOR_SAMPLING, guidance_scale=scale), k)
             for form, q in quality.items():
                 print(f"guidance {scale:3.1f} candidates {k}  {form:8s}  cosine to real images: prior {q['generated_cosine_to_real']:.3f}"
                       f" vs text {q['text_cosine_to_real']:.3f} vs real {q['real_cosine_to_real']:.3f}; samples among themselves"

@@ -13,12 +13,13 @@ import argparse
 import time
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 
 from models.pipeline import Decoder, DecoderConfig
-from models.samplers import DEFAULT_GUIDANCE_SCALE
-from models.unet import Conditioning, UNetConfig
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
+from models.conditioning import Conditioning
+from models.unet import UNetConfig
 from utils.training import EMA, count_parameters
 
 
@@ -67,7 +68,7 @@ def main() -> None:
     for run in args.runs:
         sampler, steps = run.split(":")
         start = time.perf_counter()
-        decoder.generate(cond, sampler, int(steps))
+        decoder.generate(cond, SamplingOptions(sampler, int(steps)))
         seconds = time.perf_counter() - start
         result["generate_64_seconds"][run] = round(seconds, 2)
         print(f"64 images, {sampler} {steps} steps, guidance {DEFAULT_GUIDANCE_SCALE:g}: {seconds:.1f} s")

@@ -21,17 +21,18 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 import torch.nn.functional as F
 
-from dataloading.datasets import load_dataset, to_signed_float
-from models.pipeline import Cascade, ClipConditioner, Decoder, load_clip
-from models.samplers import DEFAULT_GUIDANCE_SCALE
-from models.superres import downsample, upsample
-from models.unet import Conditioning
-from utils.judge import QualityReference, load_or_train_judge
-from utils.metrics import psnr, ssim
+from dataloading.datasets import load_dataset
+from utils.images import to_signed_float
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
+from models.superres import Cascade, downsample, upsample
+from models.conditioning import Conditioning
+from evaluation.judge import QualityReference, load_or_train_judge
+from evaluation.metrics import psnr, ssim
 from utils.plotting import save_grid
 
 
@@ -50,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     clip = load_clip(args.clip_model_path)
-    cascade = Cascade.load(clip, args.base_path, args.superres_path, superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
+    cascade = Cascade.load(args.base_path, args.superres_path, clip=clip, superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
     base, superres = cascade.base, cascade.superres
     splits = load_dataset(superres.config.dataset)
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
@@ -60,7 +61,7 @@ def main() -> None:
     low_size, size = superres.config.low_res_size, superres.config.unet.image_size
 
     def upscale(low: torch.Tensor, cond: Conditioning, level: float) -> torch.Tensor:
-        return superres.upscale(low, cond, level, steps=args.steps, guidance_scale=args.superres_guidance_scale, seed=1)
+        return superres.upscale(low, cond, level, SamplingOptions(steps=args.steps, guidance_scale=args.superres_guidance_scale, seed=1))
 
     # 1. Held-out real images: super-resolution against bicubic.
     real = to_signed_float(splits.test_images)
@@ -100,7 +101,8 @@ def main() -> None:
         return row
 
     start = time.perf_counter()
-    base_images = base.generate(gen_cond, steps=args.steps, guidance_scale=args.guidance_scale, seed=1)
+    sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1)
+    base_images = base.generate(gen_cond, sampling)
     base_seconds = time.perf_counter() - start
     judge_generated("base + bicubic", upsample(base_images, size), base_seconds)
     cascade_images = {}
@@ -110,10 +112,9 @@ def main() -> None:
         judge_generated(f"cascade (aug {level:g})", cascade_images[level], base_seconds + time.perf_counter() - start, level)
     single = None
     if args.decoder_path:
-        decoder = Decoder.load(args.decoder_path)
-        decoder.check_clip(clip, args.decoder_path)
+        decoder = Decoder.load(args.decoder_path, clip=clip)
         start = time.perf_counter()
-        single = decoder.generate(gen_cond, steps=args.steps, guidance_scale=args.guidance_scale, seed=1)
+        single = decoder.generate(gen_cond, sampling)
         judge_generated(f"single {size}x{size} decoder", single, time.perf_counter() - start)
     print(f"real-vs-real Frechet {reference.real['frechet']:.3f} at {reference.real['num_images']} images; judge held-out accuracy {judge_accuracy:.4f}")
 

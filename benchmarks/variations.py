@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401
-from common import write_result
+from evaluation.reports import write_result
 import torch
 
-from dataloading.datasets import load_dataset, to_signed_float
+from dataloading.datasets import load_dataset
+from utils.images import to_signed_float
 from models.pipeline import ClipConditioner, Decoder, load_clip
-from models.unet import Conditioning
-from utils.judge import load_or_train_judge
+from models.samplers import SamplingOptions
+from models.conditioning import Conditioning
+from evaluation.judge import load_or_train_judge
 from utils.plotting import save_grid
 
 
@@ -46,8 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path)
-    decoder.check_clip(clip, args.decoder_path)
+    decoder = Decoder.load(args.decoder_path, clip=clip)
     if decoder.config.condition != "image":
         raise SystemExit(f"error: {args.decoder_path} is not an image-conditioned decoder (train one with --condition image)")
     splits = load_dataset(decoder.config.dataset)
@@ -68,7 +69,7 @@ def main() -> None:
     rows = []
     for scale in args.guidance_scales:
         cond = Conditioning(embeddings.repeat_interleave(args.variations, dim=0))
-        images = decoder.generate(cond, steps=args.steps, guidance_scale=scale, seed=1)  # [S * V, C, H, W]
+        images = decoder.generate(cond, SamplingOptions(steps=args.steps, guidance_scale=scale, seed=1))  # [S * V, C, H, W]
         predictions, features = judge.predict(images)
         agreement = (predictions == labels.repeat_interleave(args.variations)).float()
         features = features.view(len(sources), args.variations, -1)

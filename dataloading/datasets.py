@@ -25,7 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dataloading.captions import CAPTION_SETS, CaptionSet
+from utils.checkpoints import random_state_from_list, random_state_to_list
 from utils.errors import UserError
+from utils.images import to_signed_float
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_STEMS = {
@@ -56,15 +58,12 @@ class ImageSplits:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
 
-
-def to_signed_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div(127.5).sub(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255], clipping out-of-range values."""
-    return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    def subset(self, n: int, seed: int) -> "ImageSplits":
+        """The first ``n`` training images of a seeded shuffle (0 or more than there are: all); the held-out split unchanged."""
+        if n <= 0 or n >= len(self.train_labels):
+            return self
+        idx = torch.randperm(len(self.train_labels), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageSplits(self.name, self.train_images[idx], self.train_labels[idx], self.test_images, self.test_labels)
 
 
 # --------------------------------------------------------------------------- readers
@@ -157,7 +156,7 @@ def load_torchvision(name: str, root: Path) -> ImageSplits:
     except Exception as err:  # noqa: BLE001 - any network failure becomes one line
         raise UserError(
             f"download of {name} failed ({type(err).__name__}); offline, use the embedded default, "
-            f"--data_dir with IDX files, or --dataset fashion with Debian's dataset-fashion-mnist"
+            f"a data_dir with IDX files, or the dataset fashion from Debian's dataset-fashion-mnist"
         ) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
@@ -176,7 +175,7 @@ def load_dataset(dataset: str = "mnist", data_dir: str | None = None, download: 
         if not DEBIAN_FASHION_DIR.is_dir():
             raise UserError(
                 f"Fashion-MNIST not found at {DEBIAN_FASHION_DIR}: install it with "
-                f"'sudo apt-get install dataset-fashion-mnist', or pass --data_dir DIR or --download"
+                f"'sudo apt-get install dataset-fashion-mnist', or give a data_dir with its IDX files, or download it"
             )
         return load_idx_dir(DEBIAN_FASHION_DIR, "fashion")
     return load_embedded_mnist()
@@ -203,6 +202,12 @@ class CaptionedImages(Dataset):
         label = int(self.labels[i])
         return to_signed_float(self.images[i]), self.captions.sample(label, self.rng), label
 
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        """(images [B, C, H, W] in [-1, 1], freshly drawn captions, labels [B], idx [B]) for the items ``idx``."""
+        labels = self.labels[idx]
+        captions = [self.captions.sample(int(y), self.rng) for y in labels]
+        return to_signed_float(self.images[idx]), captions, labels, idx
+
     def batches(
         self, batch_size: int, generator: torch.Generator, drop_last: bool = True
     ) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]]:
@@ -210,7 +215,35 @@ class CaptionedImages(Dataset):
         order = torch.randperm(len(self), generator=generator)
         stop = len(order) - (len(order) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
-            labels = self.labels[idx]
-            captions = [self.captions.sample(int(y), self.rng) for y in labels]
-            yield to_signed_float(self.images[idx]), captions, labels, idx
+            yield self.batch(order[start : start + batch_size])
+
+
+class BatchStream:
+    """Endless shuffled full batches of a ``CaptionedImages``, epoch after epoch, that resume mid-epoch.
+
+    The same batches as ``batches`` called once per epoch; ``state_dict`` holds the
+    epoch's order, the position in it and the caption generator's state, so a
+    resumed run sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, dataset: CaptionedImages, batch_size: int, generator: torch.Generator) -> None:
+        self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
+        self.order: torch.Tensor | None = None  # this epoch's permutation, drawn when the epoch starts
+        self.position = 0
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        if self.order is None or self.position + self.batch_size > len(self.order):  # a new epoch; the last partial batch is dropped
+            self.order, self.position = torch.randperm(len(self.dataset), generator=self.generator), 0
+        idx = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return self.dataset.batch(idx)
+
+    def state_dict(self) -> dict:
+        return {"order": self.order, "position": self.position, "caption_rng": random_state_to_list(self.dataset.rng.getstate())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.position = state["order"], state["position"]
+        self.dataset.rng.setstate(random_state_from_list(state["caption_rng"]))

@@ -16,6 +16,7 @@ from torch import nn
 from dataloading.character_tokenizer import CharTokenizer, TokenBatch
 from models.image_encoder import ImageEncoder
 from models.text_encoder import TextEncoder
+from utils.images import to_signed_float
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -75,6 +76,17 @@ class TinyCLIP(nn.Module):
         model = cls(CLIPConfig(**data["config"]), CharTokenizer.from_dict(data["tokenizer"]))
         model.load_state_dict(data["model"])
         return model
+
+
+@torch.no_grad()
+def encode_images(clip: TinyCLIP, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """A whole image set, uint8 or float [N, C, H, W] -> unit-norm CLIP embeddings [N, D] on the CPU, in batches."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        batch = to_signed_float(batch) if batch.dtype == torch.uint8 else batch
+        out.append(clip.encode_image(batch.to(clip.device)).float().cpu())
+    return torch.cat(out)
 
 
 def contrastive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from utils.cli import require
+from utils.errors import require
 
 PREDICTIONS = ("eps", "x0", "v")
 SCHEDULES = ("cosine", "linear")
@@ -106,13 +106,15 @@ class NoiseSchedule:
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma weighting (Hang et al. 2023): caps the weight of easy, low-noise steps.
 
-        Expressed for each target so that the effective x0-space weight is min(SNR, gamma).
+        Expressed for each target so that the effective x0-space weight is min(SNR, gamma), using
+        x0 - x0_hat = (eps_hat - eps) / sqrt(SNR)  and  x0 - x0_hat = sigma_t (v_hat - v), sigma_t^2 = 1 / (1 + SNR).
         """
         snr = self.snr.to(t.device)[t].float()
         gamma = self.config.min_snr_gamma
         if gamma <= 0:
             return torch.ones_like(snr)
         clipped = snr.clamp(max=gamma)
+        # ||x0 err||^2 = ||eps err||^2 / SNR = ||v err||^2 / (SNR + 1), so each target's weight is min(SNR, gamma) times that factor
         return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
 
     def loss(self, output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -126,7 +128,7 @@ class NoiseSchedule:
 
     def spaced_timesteps(self, steps: int) -> list[int]:
         """``steps`` timesteps from T-1 down to 0, evenly spaced (all of them when steps == T)."""
-        require(1 <= steps <= self.num_steps, f"--steps must be between 1 and {self.num_steps}, got {steps}")
+        require(1 <= steps <= self.num_steps, f"sampling steps must be between 1 and the schedule's {self.num_steps}, got {steps}")
         return torch.linspace(self.num_steps - 1, 0, steps).round().long().tolist()
 
     def alpha_bar(self, t: int) -> float:

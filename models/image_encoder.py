@@ -4,8 +4,8 @@ Where the resolution is spent decides the speed on a CPU. A pixel-unshuffle
 stem folds each 2x2 patch into channels (28x28x1 -> 14x14x4) so no convolution
 runs at full resolution; one stage at 14x14 and three at 7x7 follow, then a
 global average pool (which makes any even input size work, e.g. 32x32).
-Measured on a 2-core CPU: ~2,400 images/s forward+backward, against ~330 for
-the same widths run at 28x28.
+``benchmarks/architecture_speed.py`` times it against the same widths run at 28x28
+(BENCHMARKS.md, "Where the resolution is spent").
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 ``Denoiser`` wraps the network with classifier-free guidance and thresholding
 and answers one question: given x_t at timestep t, what are x0_hat and
-eps_hat? Each sampler then walks a descending list of timesteps:
+eps_hat? ``sample`` then walks a descending list of timesteps t -> s and lets
+the chosen sampler's step turn (x_t, x0_hat, eps_hat) into x_s:
 
     ddpm        ancestral sampling, DDPM Algorithm 2 (Ho et al. 2020), in its
                 posterior form (eq. 6-7) so it also runs on a respaced subset
@@ -11,25 +12,44 @@ eps_hat? Each sampler then walks a descending list of timesteps:
                 multistep in log-SNR time, good samples in 10-25 steps
 
 Notation: a_t = alpha_bar_t, alpha_t = sqrt(a_t), sigma_t = sqrt(1 - a_t),
-lambda_t = log(alpha_t / sigma_t). "s" is the next (less noisy) timestep.
+lambda_t = log(alpha_t / sigma_t). "s" is the next (less noisy) timestep; after
+the last one comes s = -1, the clean image (a_s = 1).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from models.diffusion import NoiseSchedule
-from models.unet import Conditioning
+from models.conditioning import Conditioning
+from utils.errors import require
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
-# The decoders' default classifier-free guidance. Measured on the default decoder (100 images per digit):
-# 2 -> 99.1-99.5 % read right at 4.5-4.8x the real-vs-real Frechet distance, 2.5 -> 99.4-99.5 % at 7.9x,
-# 3 -> 99.6 % at 12x: past 2, guidance buys fractions of a point for a large loss of variety (BENCHMARKS.md).
-DEFAULT_GUIDANCE_SCALE = 2.0
 THRESHOLDING = ("none", "static", "dynamic")
+DEFAULT_GUIDANCE_SCALE = 2.0  # the decoders' default, chosen on the accuracy / Frechet frontier in BENCHMARKS.md ("Sample quality ...")
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (t, x_t, x0_hat)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to draw samples from any diffusion stage: decoder, prior, super-resolution or cascade."""
+
+    sampler: str = "dpmpp_2m"
+    steps: int = 20  # DDPM's original: all 1000
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE  # 1: no guidance, 0: unconditional
+    thresholding: str = "static"  # clip x0_hat to the data range [-1, 1] (images); "none" for embeddings
+    eta: float = 0.0  # DDIM's noise (0: deterministic)
+    seed: int = 0  # same seed, same samples
+
+    def __post_init__(self) -> None:
+        require(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        require(self.thresholding in THRESHOLDING, f"unknown thresholding {self.thresholding!r}; choose from {', '.join(THRESHOLDING)}")
+        require(self.steps > 0, f"sampling steps must be positive, got {self.steps}")
+        require(math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, f"guidance scale must be a finite number, 0 or more; got {self.guidance_scale}")
+        require(math.isfinite(self.eta) and self.eta >= 0, f"eta must be a finite number, 0 or more; got {self.eta}")
 
 
 def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
@@ -83,91 +103,101 @@ class Denoiser:
         return x0, self.schedule.eps_from_x0(x0, x, t_batch)  # keep eps consistent with the thresholded x0
 
 
-def ddpm_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int],
-                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """z ~ N(0, I) shaped like x, drawn on the CPU (the same numbers on every device) and moved to x's."""
+    return torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+
+
+class DDPMStep:
     """Ancestral sampling: x_s ~ q(x_s | x_t, x0_hat), the posterior of DDPM eq. 6-7.
 
     On the full 1000 steps this is Algorithm 2 line for line (beta_t' = beta_t);
     on a subset, beta_t' = 1 - a_t / a_s is the respaced step's variance.
     """
-    for i, t in enumerate(timesteps):
-        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x0, _ = denoiser(x, t)
-        if callback:
-            callback(t, x, x0)
-        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        self.generator = generator
+
+    def __call__(self, x: torch.Tensor, a_t: float, a_s: float, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         beta = 1 - a_t / a_s
         mean = (math.sqrt(a_s) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_s) / (1 - a_t)) * x  # eq. 7, mu_tilde
-        if s < 0:
+        if a_s == 1.0:
             return mean  # the last step adds no noise
         variance = (1 - a_s) / (1 - a_t) * beta  # eq. 7, beta_tilde
-        x = mean + math.sqrt(variance) * torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
-    return x
+        return mean + math.sqrt(variance) * gaussian_like(x, self.generator)
 
 
-def ddim_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int], eta: float = 0.0,
-                generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+class DDIMStep:
     """x_s = sqrt(a_s) x0_hat + sqrt(1 - a_s - sigma^2) eps_hat + sigma z   (DDIM eq. 12),
     sigma = eta sqrt((1 - a_s)/(1 - a_t)) sqrt(1 - a_t/a_s)                 (DDIM eq. 16)."""
-    for i, t in enumerate(timesteps):
-        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x0, eps = denoiser(x, t)
-        if callback:
-            callback(t, x, x0)
-        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
-        sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
+
+    def __init__(self, eta: float = 0.0, generator: torch.Generator | None = None) -> None:
+        self.eta, self.generator = eta, generator
+
+    def __call__(self, x: torch.Tensor, a_t: float, a_s: float, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        sigma = self.eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
         x = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
-    return x
+        return x + sigma * gaussian_like(x, self.generator) if sigma > 0 else x
 
 
-def dpmpp_2m_sample(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int],
-                    callback: StepCallback | None = None) -> torch.Tensor:
+class DPMSolverPP2MStep:
     """DPM-Solver++(2M), the data-prediction multistep solver (Lu et al. 2022, Algorithm 2).
 
         h_i = lambda_s - lambda_t
         D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1},  r_i = h_{i-1} / h_i   (first step: D_0 = x0_0)
         x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h_i) - 1) D_i
-    The last step lands on the clean image (sigma = 0), where the update reduces to x = x0_hat.
+    It remembers the previous step's x0_hat and h. The last step lands on the
+    clean image (sigma_s = 0, h infinite), where the update reduces to x = x0_hat.
     """
+
+    def __init__(self) -> None:
+        self.previous_x0: torch.Tensor | None = None
+        self.previous_h: float | None = None
+
+    @staticmethod
     def log_snr(a: float) -> float:  # lambda = log(alpha / sigma)
         return 0.5 * math.log(a / (1 - a))
 
-    previous_x0, previous_h = None, None
-    for i, t in enumerate(timesteps):
-        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x0, _ = denoiser(x, t)
-        if callback:
-            callback(t, x, x0)
-        if s < 0:
+    def __call__(self, x: torch.Tensor, a_t: float, a_s: float, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        if a_s == 1.0:
             return x0
-        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
-        h = log_snr(a_s) - log_snr(a_t)
-        if previous_x0 is None:
+        h = self.log_snr(a_s) - self.log_snr(a_t)
+        if self.previous_x0 is None:
             d = x0
         else:
-            r = previous_h / h
-            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
-        x = math.sqrt((1 - a_s) / (1 - a_t)) * x - math.sqrt(a_s) * math.expm1(-h) * d
-        previous_x0, previous_h = x0, h
+            r = self.previous_h / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self.previous_x0
+        self.previous_x0, self.previous_h = x0, h
+        return math.sqrt((1 - a_s) / (1 - a_t)) * x - math.sqrt(a_s) * math.expm1(-h) * d
+
+
+def sampler_step(options: SamplingOptions, generator: torch.Generator | None) -> Callable:
+    """A fresh step function (x_t, a_t, a_s, x0_hat, eps_hat) -> x_s for the named sampler."""
+    if options.sampler == "ddpm":
+        return DDPMStep(generator)
+    if options.sampler == "ddim":
+        return DDIMStep(options.eta, generator)
+    return DPMSolverPP2MStep()
+
+
+def denoise(denoiser: Callable, schedule: NoiseSchedule, x: torch.Tensor, timesteps: list[int], step: Callable,
+            callback: StepCallback | None = None) -> torch.Tensor:
+    """The loop every sampler shares: from x at timesteps[0] down through ``timesteps`` to the clean image."""
+    for t, s in zip(timesteps, timesteps[1:] + [-1]):
+        x0, eps = denoiser(x, t)
+        if callback:
+            callback(t, x, x0)
+        x = step(x, schedule.alpha_bar(t), schedule.alpha_bar(s), x0, eps)
     return x
 
 
-def sample(denoiser: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], sampler: str = "dpmpp_2m", steps: int = 25,
-           eta: float = 0.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+def sample(denoiser: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], options: SamplingOptions = SamplingOptions(),
+           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
            callback: StepCallback | None = None, shared_noise: bool = False) -> torch.Tensor:
-    """Draw x_T ~ N(0, I) and run the named sampler over ``steps`` spaced timesteps.
+    """Draw x_T ~ N(0, I) and denoise it over ``options.steps`` spaced timesteps: [*shape] on ``device``.
 
     With ``shared_noise`` every sample starts from the same x_T (for smooth interpolations).
     """
-    timesteps = schedule.spaced_timesteps(steps)
     noise_shape = (1, *shape[1:]) if shared_noise else shape
     x = torch.randn(noise_shape, generator=generator, device="cpu").expand(shape).contiguous().to(device)
-    if sampler == "ddpm":
-        return ddpm_sample(denoiser, schedule, x, timesteps, generator, callback)
-    if sampler == "ddim":
-        return ddim_sample(denoiser, schedule, x, timesteps, eta, generator, callback)
-    if sampler == "dpmpp_2m":
-        return dpmpp_2m_sample(denoiser, schedule, x, timesteps, callback)
-    raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    return denoise(denoiser, schedule, x, schedule.spaced_timesteps(options.steps), sampler_step(options, generator), callback)

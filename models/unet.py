@@ -17,11 +17,18 @@ nothing of noise schedules: it maps (x_t, t, conditioning) to one tensor.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.conditioning import Conditioning
+from models.layers import AttentionBlock, ResidualBlock, group_norm, sinusoidal_embedding
+
+
+NOISE_LEVEL_TIMESTEPS = 1000  # super-resolution: the augmentation level s in [0, 1] is embedded like a timestep s * 1000
 
 
 @dataclass
@@ -44,111 +51,74 @@ class UNetConfig:
         self.attention_levels = tuple(self.attention_levels)
 
 
-@dataclass
-class Conditioning:
-    """Everything the UNet is conditioned on, batched."""
+class Block(nn.Module):
+    """One step of a level: a residual block, then attention where the level has it."""
 
-    embedding: torch.Tensor  # [B, D] CLIP embedding (unit norm)
-    tokens: torch.Tensor | None = None  # [B, L, T] text token states
-    token_mask: torch.Tensor | None = None  # [B, L] True on real tokens
-    low_res: torch.Tensor | None = None  # [B, C, H, W] upsampled low-res image (super-resolution)
-    noise_level: torch.Tensor | None = None  # [B] augmentation level in [0, 1] of low_res
-    drop: torch.Tensor | None = None  # [B] bool: use the null conditioning instead (CFG)
-
-    def repeat_with_null(self) -> "Conditioning":
-        """[cond; cond with drop=True] for one batched guided forward pass."""
-        def twice(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else torch.cat([t, t])
-        b = self.embedding.shape[0]
-        drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(self.embedding.device)
-        return Conditioning(twice(self.embedding), twice(self.tokens), twice(self.token_mask), twice(self.low_res), twice(self.noise_level), drop)
-
-    def select(self, index: slice | torch.Tensor) -> "Conditioning":
-        """The conditioning of a sub-batch (for chunked generation)."""
-        return Conditioning(*[None if t is None else t[index] for t in (self.embedding, self.tokens, self.token_mask, self.low_res, self.noise_level, self.drop)])
-
-    def to(self, device: torch.device) -> "Conditioning":
-        return Conditioning(*[None if t is None else t.to(device) for t in (self.embedding, self.tokens, self.token_mask, self.low_res, self.noise_level, self.drop)])
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """[B] -> [B, dim]: the Transformer's position encoding applied to timesteps (DDPM, sec. 3.3)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = t.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels // 4), channels)
-
-
-class ResidualBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, with the conditioning vector as a FiLM scale and shift in between."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float) -> None:
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, config: UNetConfig, attention: bool) -> None:
         super().__init__()
-        self.norm1, self.conv1 = group_norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2, self.conv2 = group_norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.dropout = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
-        nn.init.zeros_(self.conv2.bias)
+        self.res = ResidualBlock(c_in, c_out, emb_dim, config.dropout)
+        self.attention = AttentionBlock(c_out, config.head_dim, config.token_dim) if attention else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # [B, c_out, H, W]
-        scale, shift = self.film(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        h = self.res(h, emb)  # [B, c_out, H, W]
+        return h if self.attention is None else self.attention(h, cond)
 
 
-class AttentionBlock(nn.Module):
-    """Self-attention over pixels, then (optionally) cross-attention to text tokens.
+class DownLevel(nn.Module):
+    """Blocks at one resolution, then (except at the bottom) a stride-2 convolution to the next.
 
-    The cross-attention keys always include one learned null token, so a
-    sample whose text is dropped (or masked) still has something to attend to.
+    Returns the output and the skips it leaves for the up path: one per block, one after downsampling.
     """
 
-    def __init__(self, channels: int, head_dim: int, token_dim: int) -> None:
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, config: UNetConfig, attention: bool, downsample: bool) -> None:
         super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        self.cross = token_dim > 0
-        if self.cross:
-            self.cross_norm = group_norm(channels)
-            self.to_q = nn.Linear(channels, channels)
-            self.to_kv = nn.Linear(token_dim, 2 * channels)
-            self.null_token = nn.Parameter(torch.randn(1, 1, token_dim) * 0.02)
-            self.cross_out = nn.Linear(channels, channels)
-            nn.init.zeros_(self.cross_out.weight)
-            nn.init.zeros_(self.cross_out.bias)
+        self.blocks = nn.ModuleList([Block(c_in if i == 0 else c_out, c_out, emb_dim, config, attention) for i in range(config.blocks_per_level)])
+        self.downsample = nn.Conv2d(c_out, c_out, 3, stride=2, padding=1) if downsample else None
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)  # [B, heads, N, c/heads]
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for block in self.blocks:
+            h = block(h, emb, cond)
+            skips.append(h)
+        if self.downsample is not None:
+            h = self.downsample(h)  # [B, c, H, W] -> [B, c, ceil(H/2), ceil(W/2)]
+            skips.append(h)
+        return h, skips
 
-    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # each [B, HW, C]
-        attended = F.scaled_dot_product_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v))
-        x = x + self.out(attended.transpose(1, 2).reshape(b, h * w, c).transpose(1, 2).view(b, c, h, w))
-        if not self.cross or cond.tokens is None:
-            return x
-        tokens = torch.cat([self.null_token.expand(b, -1, -1).to(cond.tokens.dtype), cond.tokens], dim=1)  # [B, 1+L, T]
-        mask = cond.token_mask if cond.token_mask is not None else torch.ones(cond.tokens.shape[:2], dtype=torch.bool, device=x.device)
-        if cond.drop is not None:
-            mask = mask & ~cond.drop[:, None]
-        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), mask], dim=1)  # the null token is always visible
-        q = self.to_q(self.cross_norm(x).flatten(2).transpose(1, 2))  # [B, HW, C]
-        k, v = self.to_kv(tokens).chunk(2, dim=-1)  # [B, 1+L, C]
-        attended = F.scaled_dot_product_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v), attn_mask=mask[:, None, None, :])
-        return x + self.cross_out(attended.transpose(1, 2).reshape(b, h * w, c)).transpose(1, 2).view(b, c, h, w)
+
+class UpLevel(nn.Module):
+    """Blocks at one resolution, each fed a skip from the down path, then (except at the top) upsampling.
+
+    Upsampling is nearest-neighbour to the next skip's size (7 -> 14, or 4 -> 7 for odd sizes); the
+    next block's convolution follows, so a separate upsampling convolution is not needed.
+    """
+
+    def __init__(self, c_in: int, skip_channels: list[int], c_out: int, emb_dim: int, config: UNetConfig, attention: bool, upsample: bool) -> None:
+        super().__init__()
+        ins = [c_in] + [c_out] * (len(skip_channels) - 1)
+        self.blocks = nn.ModuleList([Block(c + skip, c_out, emb_dim, config, attention) for c, skip in zip(ins, skip_channels)])
+        self.upsample = upsample
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Consumes its skips from the end of ``skips``."""
+        for block in self.blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, cond)  # [B, c + c_skip, H, W] -> [B, c_out, H, W]
+        if self.upsample:
+            h = F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest")
+        return h
+
+
+class Middle(nn.Module):
+    """At the lowest resolution: residual block, attention, residual block."""
+
+    def __init__(self, c: int, emb_dim: int, config: UNetConfig) -> None:
+        super().__init__()
+        self.res1 = ResidualBlock(c, c, emb_dim, config.dropout)
+        self.attention = AttentionBlock(c, config.head_dim, config.token_dim)
+        self.res2 = ResidualBlock(c, c, emb_dim, config.dropout)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self.res2(self.attention(self.res1(h, emb), cond), emb)
 
 
 class UNet(nn.Module):
@@ -165,29 +135,18 @@ class UNet(nn.Module):
         in_channels = 4 * (config.image_channels + config.low_res_channels)
         self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(in_channels, ch[0], 3, padding=1))
 
-        def attention(level: int) -> nn.Module:
-            return AttentionBlock(ch[level], config.head_dim, config.token_dim) if level in config.attention_levels else nn.Identity()
-
-        self.down = nn.ModuleList()
-        skip_channels = [ch[0]]
-        c = ch[0]
-        for level, c_level in enumerate(ch):
-            for _ in range(config.blocks_per_level):
-                self.down.append(nn.ModuleList([ResidualBlock(c, c_level, emb_dim, config.dropout), attention(level)]))
-                c = c_level
-                skip_channels.append(c)
-            if level < len(ch) - 1:
-                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))  # downsample
-                skip_channels.append(c)
-        self.middle = nn.ModuleList([ResidualBlock(c, c, emb_dim, config.dropout), AttentionBlock(c, config.head_dim, config.token_dim),
-                                     ResidualBlock(c, c, emb_dim, config.dropout)])
+        levels = range(len(ch))
+        self.down = nn.ModuleList([DownLevel(ch[max(level - 1, 0)], ch[level], emb_dim, config, level in config.attention_levels, level < len(ch) - 1)
+                                   for level in levels])
+        # The skips' channels, in the order the down path leaves them (the stem's first): the up path takes them from the end.
+        skip_channels = [ch[0]] + [ch[level] for level in levels for _ in range(config.blocks_per_level + (level < len(ch) - 1))]
+        self.middle = Middle(ch[-1], emb_dim, config)
         self.up = nn.ModuleList()
-        for level in reversed(range(len(ch))):
-            for _ in range(config.blocks_per_level + 1):
-                self.up.append(nn.ModuleList([ResidualBlock(c + skip_channels.pop(), ch[level], emb_dim, config.dropout), attention(level)]))
-                c = ch[level]
-            if level > 0:
-                self.up.append(nn.Upsample(scale_factor=2))  # a marker: resized to the next skip below
+        c = ch[-1]
+        for level in reversed(levels):
+            taken = [skip_channels.pop() for _ in range(config.blocks_per_level + 1)]
+            self.up.append(UpLevel(c, taken, ch[level], emb_dim, config, level in config.attention_levels, upsample=level > 0))
+            c = ch[level]
         self.head = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, 4 * config.image_channels, 3, padding=1), nn.PixelShuffle(2))
         nn.init.zeros_(self.head[2].weight)
         nn.init.zeros_(self.head[2].bias)
@@ -198,6 +157,7 @@ class UNet(nn.Module):
             self.refine_out = nn.Sequential(nn.SiLU(), nn.Conv2d(k, k, 3, padding=1), nn.SiLU(), nn.Conv2d(k, out_channels, 3, padding=1))
             nn.init.zeros_(self.refine_out[3].weight)
             nn.init.zeros_(self.refine_out[3].bias)
+        self.register_load_state_dict_pre_hook(upgrade_flat_state_dict)
 
     def embed(self, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """Timestep + conditioning -> one vector per sample [B, 4*ch0]."""
@@ -210,7 +170,8 @@ class UNet(nn.Module):
         emb = emb + self.condition_proj(condition * math.sqrt(self.config.condition_dim))
         if self.config.noise_level_conditioning:
             assert cond.noise_level is not None, "a super-resolution UNet needs the low-res noise level"
-            emb = emb + self.noise_level_mlp(sinusoidal_embedding(cond.noise_level * 1000, self.config.channels[0]))
+            level_as_timestep = cond.noise_level * NOISE_LEVEL_TIMESTEPS
+            emb = emb + self.noise_level_mlp(sinusoidal_embedding(level_as_timestep, self.config.channels[0]))
         return emb
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
@@ -221,25 +182,49 @@ class UNet(nn.Module):
             x = torch.cat([x, cond.low_res.to(x.dtype)], dim=1)
         h = self.stem(x)  # [B, ch0, H/2, W/2]
         skips = [h]
-        for block in self.down:
-            if isinstance(block, nn.ModuleList):
-                h = block[1](block[0](h, emb), cond) if not isinstance(block[1], nn.Identity) else block[0](h, emb)
-            else:
-                h = block(h)  # downsample: [B, c, H/2^k, W/2^k] -> [B, c, ceil(half)]
-            skips.append(h)
-        h = self.middle[2](self.middle[1](self.middle[0](h, emb), cond), emb)
-        for block in self.up:
-            if isinstance(block, nn.ModuleList):
-                h = block[0](torch.cat([h, skips.pop()], dim=1), emb)
-                h = h if isinstance(block[1], nn.Identity) else block[1](h, cond)
-            else:  # nearest upsample to the next skip's size (7 -> 14, or 4 -> 7 for odd sizes); the
-                # next residual block's convolution follows, so a separate upsampling conv is not needed
-                h = F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest")
+        for level in self.down:
+            h, level_skips = level(h, emb, cond)
+            skips += level_skips
+        h = self.middle(h, emb, cond)
+        for level in self.up:
+            h = level(h, skips, emb, cond)
         out = self.head(h)  # [B, C, H, W]
         if self.config.full_res_channels:  # out + a correction from (out, x_t) at full resolution, told the timestep
             r = self.refine_in(torch.cat([out, x], dim=1)) + self.refine_emb(emb)[:, :, None, None]  # [B, k, H, W]
             out = out + self.refine_out(r)
         return out
+
+
+def upgrade_flat_state_dict(module: UNet, state_dict: dict, prefix: str, *args) -> None:
+    """Rename, in place, the weights of a UNet saved before its levels were modules (checkpoints up to 2026-11).
+
+    The old UNet kept flat lists: ``down.{i}.0`` / ``.1`` (residual block / attention), ``down.{i}`` (a
+    downsampling conv), ``middle.{0,1,2}``, and on the way up one ``nn.Upsample`` entry per level that
+    held no weights but took an index. Same modules, same order, so the renamed weights load exactly.
+    """
+    if not any(re.match(re.escape(prefix) + r"(down|up)\.\d+\.\d+\.", key) for key in state_dict):
+        return
+    config = module.config
+    renames = {f"middle.{i}.": f"middle.{name}." for i, name in enumerate(("res1", "attention", "res2"))}
+    old = 0
+    for level in range(len(config.channels)):
+        for j in range(config.blocks_per_level):
+            renames |= {f"down.{old}.0.": f"down.{level}.blocks.{j}.res.", f"down.{old}.1.": f"down.{level}.blocks.{j}.attention."}
+            old += 1
+        if level < len(config.channels) - 1:
+            renames[f"down.{old}."] = f"down.{level}.downsample."
+            old += 1
+    old = 0
+    for k, level in enumerate(reversed(range(len(config.channels)))):
+        for j in range(config.blocks_per_level + 1):
+            renames |= {f"up.{old}.0.": f"up.{k}.blocks.{j}.res.", f"up.{old}.1.": f"up.{k}.blocks.{j}.attention."}
+            old += 1
+        old += level > 0  # the weightless upsampling marker
+    for key in list(state_dict):
+        name = key[len(prefix):]
+        match = max((o for o in renames if name.startswith(o)), key=len, default=None)
+        if key.startswith(prefix) and match is not None:
+            state_dict[prefix + renames[match] + name[len(match):]] = state_dict.pop(key)
 
 
 def with_overrides(config: UNetConfig, **changes) -> UNetConfig:

@@ -12,6 +12,15 @@ sys.path.insert(0, str(ROOT))
 from utils.cli import run_main  # noqa: E402
 
 
+def assert_one_line_error(capsys, code: int, match: str) -> None:
+    """The script exited with code 2 and printed exactly one error line, containing ``match``, and no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error" in line]
+    assert code == 2, err
+    assert len(errors) == 1 and match in errors[0], err
+    assert not any("Traceback" in line for line in err)
+
+
 def run_cli(main, argv: list[str]) -> int:
     """Run a script's main in-process as the shell would; returns its exit code."""
     try:

@@ -8,16 +8,8 @@ import pytest
 import clip_train
 import generate_images
 import unclip_train
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 from utils.checkpoints import load_checkpoint, save_checkpoint
-
-
-def assert_one_line_error(capsys, code: int, match: str) -> None:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if "error" in line]
-    assert code == 2, err
-    assert len(errors) == 1 and match in errors[0], err
-    assert not any("Traceback" in line for line in err)
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -80,7 +72,10 @@ def generate(tmp_path, decoder_path, clip_path, *extra):
     (["--prompt", "six", "--num_samples", "-5"], "--num_samples must be between"),
     (["--prompt", "six", "--num_samples", "100000000"], "--num_samples must be between"),
     (["--prompt", "six", "--steps", "0"], "--steps must be positive"),
-    (["--prompt", "six", "--guidance_scale", "-1"], "--guidance_scale must be 0 or more"),
+    (["--prompt", "six", "--guidance_scale", "-1"], "--guidance_scale must be a finite number, 0 or more"),
+    (["--prompt", "six", "--guidance_scale", "inf"], "--guidance_scale must be a finite number"),
+    (["--prompt", "six", "--guidance_scale", "nan"], "--guidance_scale must be a finite number"),
+    (["--prompt", "six", "--prior_guidance_scale", "inf"], "--prior_guidance_scale must be a finite number"),
     (["--prompt", "six", "--sampler", "euler"], "invalid choice"),
 ])
 def test_generate_rejects_bad_input(capsys, tmp_path, tiny_decoder_path, tiny_clip_path, extra, match):

@@ -6,7 +6,7 @@ from models.clip import MAX_LOGIT_SCALE, CLIPConfig, TinyCLIP, contrastive_loss
 from models.pipeline import load_clip
 from training.clip_trainer import ClipTrainingConfig, train_clip
 from utils.checkpoints import load_checkpoint
-from utils.metrics import evaluate_clip
+from evaluation.metrics import evaluate_clip
 
 
 def tiny_clip() -> TinyCLIP:

@@ -8,7 +8,8 @@ import torch
 
 from dataloading.augment import random_affine
 from dataloading.captions import FASHION_CAPTIONS, MNIST_CAPTIONS
-from dataloading.datasets import CaptionedImages, load_dataset, load_idx_dir, to_signed_float, to_uint8
+from dataloading.datasets import CaptionedImages, load_dataset, load_idx_dir
+from utils.images import to_signed_float, to_uint8
 from utils.errors import UserError
 
 

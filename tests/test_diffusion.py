@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from models.diffusion import NoiseSchedule, ScheduleConfig
-from models.samplers import Denoiser, dynamic_threshold, sample
-from models.unet import Conditioning, UNet, UNetConfig
+from models.samplers import Denoiser, SamplingOptions, dynamic_threshold, sample
+from models.conditioning import Conditioning
+from models.unet import UNet, UNetConfig
 from utils.training import EMA
 
 
@@ -80,7 +81,7 @@ def test_samplers_recover_the_data_with_an_oracle(sampler, steps, prediction):
     schedule = NoiseSchedule(ScheduleConfig(prediction=prediction))
     points = torch.stack([torch.full((1, 2, 2), -1.0), torch.full((1, 2, 2), 1.0)])
     denoiser = Denoiser(OracleModel(schedule, points), schedule, Conditioning(torch.zeros(200, 1)), thresholding="none")
-    x = sample(denoiser, schedule, (200, 1, 2, 2), sampler, steps, generator=torch.Generator().manual_seed(0))
+    x = sample(denoiser, schedule, (200, 1, 2, 2), SamplingOptions(sampler, steps), torch.Generator().manual_seed(0))
     distance = torch.minimum((x - points[0]).abs().amax((1, 2, 3)), (x - points[1]).abs().amax((1, 2, 3)))
     assert distance.max() < 0.05  # every sample lands on a data point
     share_positive = (x.mean((1, 2, 3)) > 0).float().mean().item()
@@ -133,6 +134,6 @@ def test_seeded_sampling_is_reproducible():
     schedule = NoiseSchedule(ScheduleConfig())
     model = tiny_unet()
     cond = Conditioning(torch.randn(2, 4))
-    run = lambda seed: sample(Denoiser(model, schedule, cond, 2.0), schedule, (2, 1, 28, 28), "ddim", 5, eta=1.0,
-                              generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: sample(Denoiser(model, schedule, cond, 2.0), schedule, (2, 1, 28, 28), SamplingOptions("ddim", 5, eta=1.0),
+                              torch.Generator().manual_seed(seed))
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))

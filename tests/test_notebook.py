@@ -1,4 +1,4 @@
-"""demo.ipynb runs top to bottom: executed with tiny quick-trained models, every cell must succeed."""
+"""demo.ipynb runs top to bottom with tiny quick-trained models, draws its figures, and agrees with the training runs."""
 import re
 
 import nbformat
@@ -13,9 +13,9 @@ def test_demo_notebook_executes_without_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     assert (ROOT / "demo.ipynb").stat().st_size < 2_000_000, "demo.ipynb is over 2 MB: clear its outputs before committing"
     notebook = nbformat.read(ROOT / "demo.ipynb", as_version=4)
+    # execute() raises CellExecutionError on the first cell that fails, with that cell's traceback.
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 12, f"expected a figure for every step of the tour, got {len(images)}"
     text = "".join(o.get("text", "") for o in outputs)

@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import torch
 
 from models.diffusion import NoiseSchedule, ScheduleConfig
-from models.prior import DiffusionPrior, PriorConfig, rerank, sample_image_embeddings
-from models.unet import Conditioning
+from models.prior import PRIOR_SAMPLING, DiffusionPrior, PriorConfig, rerank, sample_image_embeddings
+from models.samplers import SamplingOptions
+from models.conditioning import Conditioning
 
 
 def tiny_prior(token_dim: int = 6) -> DiffusionPrior:
@@ -37,7 +40,7 @@ def test_prior_ignores_padding_beyond_the_longest_caption():
 def test_sampled_embeddings_are_unit_vectors():
     prior = tiny_prior(token_dim=0)
     schedule = NoiseSchedule(ScheduleConfig(prediction="x0", min_snr_gamma=0))
-    emb = sample_image_embeddings(prior, schedule, Conditioning(torch.randn(4, 8)), steps=3, num_candidates=2)
+    emb = sample_image_embeddings(prior, schedule, Conditioning(torch.randn(4, 8)), replace(PRIOR_SAMPLING, steps=3), num_candidates=2)
     assert emb.shape == (4, 8) and torch.allclose(emb.norm(dim=-1), torch.ones(4), atol=1e-5)
 
 
@@ -65,5 +68,6 @@ def test_prior_sampler_recovers_the_oracle_embedding():
     targets = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     schedule = NoiseSchedule(ScheduleConfig(prediction="x0", min_snr_gamma=0))
     for sampler in ("ddpm", "ddim", "dpmpp_2m"):
-        emb = sample_image_embeddings(OraclePrior(targets), schedule, Conditioning(torch.randn(3, 8)), steps=10, guidance_scale=1.0, sampler=sampler)
+        sampling = SamplingOptions(sampler, steps=10, guidance_scale=1.0, thresholding="none")
+        emb = sample_image_embeddings(OraclePrior(targets), schedule, Conditioning(torch.randn(3, 8)), sampling)
         assert torch.allclose(emb, targets, atol=1e-3), sampler

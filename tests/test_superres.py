@@ -6,14 +6,15 @@ import pytest
 import torch
 
 import generate_images
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from models.diffusion import NoiseSchedule, ScheduleConfig
-from models.pipeline import Decoder, DecoderConfig, SuperResolution
-from models.superres import augment, downsample, low_res_condition, upsample
-from models.unet import Conditioning, UNetConfig
-from test_cli import assert_one_line_error
+from models.pipeline import Decoder, DecoderConfig
+from models.samplers import SamplingOptions
+from models.superres import SuperResolution, augment, downsample, low_res_condition, upsample
+from models.conditioning import Conditioning
+from models.unet import UNetConfig
 from utils.checkpoints import load_checkpoint, save_checkpoint
-from utils.metrics import psnr, ssim
+from evaluation.metrics import psnr, ssim
 
 
 def test_downsample_averages_blocks_and_upsample_keeps_the_range():
@@ -50,15 +51,16 @@ def test_super_resolution_shapes_and_the_augmentation_level_reaches_the_model():
     config = DecoderConfig(UNetConfig(channels=(8, 16), condition_dim=4, low_res_channels=1, noise_level_conditioning=True), low_res_size=14)
     superres = randomised(SuperResolution(config))
     low, cond = torch.rand(2, 1, 14, 14) * 2 - 1, Conditioning(torch.randn(2, 4))
-    out = {level: superres.upscale(low, cond, level, steps=3, guidance_scale=1.0) for level in (0.0, 0.3)}
+    sampling = SamplingOptions(steps=3, guidance_scale=1.0)
+    out = {level: superres.upscale(low, cond, level, sampling) for level in (0.0, 0.3)}
     assert out[0.0].shape == (2, 1, 28, 28)
     assert not torch.allclose(out[0.0], out[0.3])
-    assert torch.equal(out[0.3], superres.upscale(low, cond, 0.3, steps=3, guidance_scale=1.0))  # seeded
+    assert torch.equal(out[0.3], superres.upscale(low, cond, 0.3, sampling))  # seeded
 
 
 def test_base_decoder_draws_low_resolution_images():
     base = randomised(Decoder(DecoderConfig(UNetConfig(image_size=14, channels=(8, 16), condition_dim=4))))
-    assert base.generate(Conditioning(torch.randn(3, 4)), steps=2).shape == (3, 1, 14, 14)
+    assert base.generate(Conditioning(torch.randn(3, 4)), SamplingOptions(steps=2)).shape == (3, 1, 14, 14)
 
 
 def test_psnr_and_ssim_prefer_the_closer_image():

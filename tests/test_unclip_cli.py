@@ -8,12 +8,11 @@ from PIL import Image
 
 import generate_images
 import unclip_train
-from conftest import run_cli
-from dataloading.datasets import to_signed_float
+from conftest import assert_one_line_error, run_cli
+from utils.images import to_signed_float
 from models.pipeline import ClipConditioner, load_clip
-from test_cli import assert_one_line_error
-from training.clip_trainer import subset
-from training.diffusion_trainer import DecoderStage, UnclipTrainingConfig
+from training.stages import DecoderStage
+from training.unclip_configs import DecoderTrainingConfig
 from utils.checkpoints import load_checkpoint
 
 
@@ -90,12 +89,12 @@ def test_time_budget_stops_training_early(capsys, tmp_path, tiny_clip_path):
 
 
 def test_image_embedding_noise_stays_on_the_sphere_near_the_embedding(tiny_clip_path, embedded_splits):
-    splits = subset(embedded_splits, 64, seed=0)
+    splits = embedded_splits.subset(64, seed=0)
     conditioner = ClipConditioner(load_clip(str(tiny_clip_path)))
     images, indices = to_signed_float(splits.train_images[:16]), torch.arange(16)
     embeddings = {}
     for noise in (0.0, 0.25):
-        config = UnclipTrainingConfig(clip_model_path=str(tiny_clip_path), condition="image", embedding_noise=noise, channels="8,16").resolved()
+        config = DecoderTrainingConfig(clip_model_path=str(tiny_clip_path), condition="image", embedding_noise=noise, channels="8,16")
         stage = DecoderStage(config, conditioner, splits)
         embeddings[noise] = stage.batch(images, [""] * 16, indices, torch.Generator().manual_seed(0))[1].embedding
         clean = stage.cache.image_embeddings[indices]
@@ -106,10 +105,10 @@ def test_image_embedding_noise_stays_on_the_sphere_near_the_embedding(tiny_clip_
 
 
 def test_embedding_augmentation_conditions_on_a_moved_copy_and_keeps_the_target(tiny_clip_path, embedded_splits):
-    splits = subset(embedded_splits, 64, seed=0)
+    splits = embedded_splits.subset(64, seed=0)
     conditioner = ClipConditioner(load_clip(str(tiny_clip_path)))
     images, indices = to_signed_float(splits.train_images[:16]), torch.arange(16)
-    config = UnclipTrainingConfig(clip_model_path=str(tiny_clip_path), condition="image", embedding_augmentation=True, channels="8,16").resolved()
+    config = DecoderTrainingConfig(clip_model_path=str(tiny_clip_path), condition="image", embedding_augmentation=True, channels="8,16")
     stage = DecoderStage(config, conditioner, splits)
     target, cond = stage.batch(images, [""] * 16, indices, torch.Generator().manual_seed(0))
     clean = stage.cache.image_embeddings[indices]

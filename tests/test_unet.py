@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from models.unet import Conditioning, UNet, UNetConfig, with_overrides
+from models.conditioning import Conditioning
+from models.unet import UNet, UNetConfig, with_overrides
 
 
 @pytest.mark.parametrize("channels,size", [(1, 28), (3, 28), (1, 32), (3, 32), (1, 14)])

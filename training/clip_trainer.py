@@ -7,7 +7,6 @@ atomic checkpoint that ``--resume`` continues from.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +20,12 @@ from dataloading.augment import random_affine
 from dataloading.captions import CAPTION_SETS
 from dataloading.character_tokenizer import CharTokenizer
 from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset
-from models.clip import CLIPConfig, TinyCLIP, contrastive_loss
-from utils.checkpoints import load_checkpoint, save_checkpoint
-from utils.cli import option, require
-from utils.metrics import encode_images, evaluate_clip
+from evaluation.metrics import evaluate_clip
+from models.clip import CLIPConfig, TinyCLIP, contrastive_loss, encode_images
+from utils.checkpoints import load_checkpoint, random_state_from_list, random_state_to_list, save_checkpoint
+from utils.config import option
+from utils.errors import require
+from utils.files import check_output_file, check_output_folder, write_json
 from utils.plotting import save_loss_curves, save_similarity_matrix
 from utils.training import Throughput, autocast, count_parameters, resolve_device, seed_everything
 
@@ -55,105 +56,117 @@ class ClipTrainingConfig:
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.train_subset >= 0, f"--train_subset must be 0 or positive, got {self.train_subset}")
         require(self.embed_dim > 0, f"--embed_dim must be positive, got {self.embed_dim}")
+        require(self.weight_decay >= 0, f"--weight_decay must be 0 or positive, got {self.weight_decay}")
+        check_output_file(self.save_path, "--save_path")
+        check_output_folder(self.output_dir, "--output_dir")
 
 
-def subset(splits: ImageSplits, n: int, seed: int) -> ImageSplits:
-    """The first ``n`` images of a seeded shuffle of the training split."""
-    if n <= 0 or n >= len(splits.train_labels):
-        return splits
-    idx = torch.randperm(len(splits.train_labels), generator=torch.Generator().manual_seed(seed))[:n]
-    return ImageSplits(splits.name, splits.train_images[idx], splits.train_labels[idx], splits.test_images, splits.test_labels)
+class ClipRun:
+    """One training run of TinyCLIP: model, optimizer, one-cycle schedule, data order and history."""
 
+    def __init__(self, config: ClipTrainingConfig, splits: ImageSplits | None = None, log: Callable[[str], None] = print) -> None:
+        config.validate()
+        self.config, self.log = config, log
+        self.device = resolve_device(config.device)
+        self.generator = seed_everything(config.seed)
+        self.splits = (splits or load_dataset(config.dataset, config.data_dir, config.download)).subset(config.train_subset, config.seed)
+        channels, height, _ = self.splits.image_shape
+        self.model = TinyCLIP(CLIPConfig(embed_dim=config.embed_dim, image_channels=channels, image_size=height), CharTokenizer()).to(self.device)
+        self.train_set = CaptionedImages(self.splits.train_images, self.splits.train_labels, self.splits.captions, seed=config.seed)
+        self.steps_per_epoch = len(self.train_set) // config.batch_size
+        require(self.steps_per_epoch > 0, f"--batch_size {config.batch_size} is larger than the {len(self.train_set)} training images")
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases, norms and the temperature
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr, total_steps=config.epochs * self.steps_per_epoch, pct_start=0.15)
+        self.history: dict = {"loss": [], "eval": []}
+        self.epoch, self.seconds = 0, 0.0
+        self.throughput = Throughput()
+        self.results: dict = {}
 
-def metrics_path(save_path: str | Path) -> Path:
-    return Path(save_path).with_suffix(".json")
+    def resume(self) -> None:
+        """Continue from the checkpoint at ``save_path``: weights, optimizer, schedule, random streams and history."""
+        path = self.config.save_path
+        if not Path(path).exists():
+            self.log(f"--resume: no checkpoint at {path} yet, so training starts from scratch")
+            return
+        state = load_checkpoint(path, CHECKPOINT_KIND, map_location=self.device)
+        training = state["training"]
+        require(training["config"]["dataset"] == self.config.dataset and state["config"]["embed_dim"] == self.config.embed_dim,
+                f"cannot resume {path}: it was trained with other data or embedding size")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.generator.set_state(training["data_rng"].cpu())  # random states are CPU tensors, wherever the checkpoint was mapped
+        self.train_set.rng.setstate(random_state_from_list(training["caption_rng"]))
+        self.history, self.epoch, self.seconds = training["history"], training["epoch"], training["seconds"]
+        self.log(f"resumed {path} after epoch {self.epoch}")
+
+    def train_epoch(self) -> None:
+        """One pass over the training split, then zero-shot evaluation on the held-out split and a checkpoint."""
+        config, model = self.config, self.model
+        model.train()
+        epoch_start = time.perf_counter()
+        self.throughput.start()
+        bar = tqdm(self.train_set.batches(config.batch_size, self.generator), total=self.steps_per_epoch,
+                   desc=f"clip epoch {self.epoch + 1}/{config.epochs}", leave=False)
+        for images, texts, labels, _ in bar:
+            if config.augment:
+                images = random_affine(images, self.generator)
+            tokens = model.tokenizer.batch_encode(texts)
+            with autocast(self.device):
+                logits_per_image, _ = model(images.to(self.device), tokens)
+                loss = contrastive_loss(logits_per_image.float(), labels.to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.history["loss"].append((len(self.history["loss"]) + 1, loss.item()))  # (step, loss)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        self.throughput.stop(self.steps_per_epoch * config.batch_size)
+        self.seconds += time.perf_counter() - epoch_start
+        self.epoch += 1
+        self.results = evaluate_clip(model, self.splits.test_images, self.splits.test_labels, self.splits.captions)
+        self.history["eval"].append({"epoch": self.epoch, **self.results})
+        self.save()
+        self.log(f"epoch {self.epoch:3d}/{config.epochs}  loss {np.mean([l for _, l in self.history['loss'][-self.steps_per_epoch:]]):.4f}  "
+                 + "  ".join(f"{k.replace('zero_shot_', 'zs_')} {v:.3f}" for k, v in self.results.items() if k.startswith("zero_shot")))
+
+    def save(self) -> None:
+        training = {
+            "config": asdict(self.config), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "data_rng": self.generator.get_state(), "caption_rng": random_state_to_list(self.train_set.rng.getstate()),
+            "history": self.history, "epoch": self.epoch, "seconds": self.seconds,
+        }
+        save_checkpoint(self.config.save_path, CHECKPOINT_KIND, {**self.model.checkpoint_payload(), "dataset": self.splits.name, "training": training})
+
+    def finish(self) -> dict:
+        """The metrics file and the plots; returns the metrics."""
+        config = self.config
+        metrics = {
+            **self.results, "dataset": self.splits.name, "epochs": config.epochs, "train_seconds": round(self.seconds, 1),
+            "train_images_per_second": round(self.throughput.images_per_second, 1), "parameters": count_parameters(self.model),
+            "device": str(self.device), "config": asdict(config),
+        }
+        written = [Path(config.save_path), write_json(Path(config.save_path).with_suffix(".json"), metrics)]
+        written += write_clip_plots(self.model, self.splits, self.history, Path(config.output_dir))
+        for path in written:
+            self.log(f"wrote {path}")
+        return metrics
 
 
 def train_clip(config: ClipTrainingConfig, splits: ImageSplits | None = None, log: Callable[[str], None] = print) -> tuple[TinyCLIP, dict]:
-    """Train (or resume) a TinyCLIP; returns the model and its final metrics."""
-    config.validate()
-    device = resolve_device(config.device)
-    generator = seed_everything(config.seed)
-    splits = subset(splits or load_dataset(config.dataset, config.data_dir, config.download), config.train_subset, config.seed)
-    captions = splits.captions
-    channels, height, _ = splits.image_shape
-    model = TinyCLIP(CLIPConfig(embed_dim=config.embed_dim, image_channels=channels, image_size=height), CharTokenizer()).to(device)
-    train_set = CaptionedImages(splits.train_images, splits.train_labels, captions, seed=config.seed)
-    steps_per_epoch = len(train_set) // config.batch_size
-    require(steps_per_epoch > 0, f"--batch_size {config.batch_size} is larger than the {len(train_set)} training images")
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases, norms and the temperature
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
-    history: dict = {"loss": [], "eval": []}
-    start_epoch, seconds = 0, 0.0
-
-    if config.resume and not Path(config.save_path).exists():
-        log(f"--resume: no checkpoint at {config.save_path} yet, so training starts from scratch")
-    if config.resume and Path(config.save_path).exists():
-        state = load_checkpoint(config.save_path, CHECKPOINT_KIND, map_location=device)
-        require(state["training"]["config"]["dataset"] == config.dataset and state["config"]["embed_dim"] == config.embed_dim,
-                f"cannot resume {config.save_path}: it was trained with other data or embedding size")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["training"]["optimizer"])
-        scheduler.load_state_dict(state["training"]["scheduler"])
-        generator.set_state(state["training"]["data_rng"])
-        train_set.rng.setstate(_to_tuple(state["training"]["caption_rng"]))
-        history, start_epoch, seconds = state["training"]["history"], state["training"]["epoch"], state["training"]["seconds"]
-        log(f"resumed {config.save_path} after epoch {start_epoch}")
-    require(start_epoch < config.epochs, f"{config.save_path} has already finished {start_epoch} epochs; raise --epochs to train more")
-
-    log(f"TinyCLIP: {count_parameters(model):,} parameters on {device}; {len(train_set)} training images, {len(splits.test_labels)} held out")
-    throughput = Throughput()
-    results: dict = {}
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        epoch_start = time.perf_counter()
-        throughput.start()
-        bar = tqdm(train_set.batches(config.batch_size, generator), total=steps_per_epoch, desc=f"clip epoch {epoch + 1}/{config.epochs}", leave=False)
-        for images, texts, labels, _ in bar:
-            if config.augment:
-                images = random_affine(images, generator)
-            tokens = model.tokenizer.batch_encode(texts)
-            with autocast(device):
-                logits_per_image, _ = model(images.to(device), tokens)
-                loss = contrastive_loss(logits_per_image.float(), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            history["loss"].append((len(history["loss"]) + 1, loss.item()))  # (step, loss)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        throughput.stop(steps_per_epoch * config.batch_size)
-        seconds += time.perf_counter() - epoch_start
-        results = evaluate_clip(model, splits.test_images, splits.test_labels, captions)
-        history["eval"].append({"epoch": epoch + 1, **results})
-        training_state = {
-            "config": asdict(config), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "data_rng": generator.get_state(), "caption_rng": _to_list(train_set.rng.getstate()),
-            "history": history, "epoch": epoch + 1, "seconds": seconds,
-        }
-        save_checkpoint(config.save_path, CHECKPOINT_KIND, {**model.checkpoint_payload(), "dataset": splits.name, "training": training_state})
-        log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {np.mean([l for _, l in history['loss'][-steps_per_epoch:]]):.4f}  "
-            + "  ".join(f"{k.replace('zero_shot_', 'zs_')} {v:.3f}" for k, v in results.items() if k.startswith("zero_shot")))
-
-    metrics = {
-        **results, "dataset": splits.name, "epochs": config.epochs, "train_seconds": round(seconds, 1),
-        "train_images_per_second": round(throughput.images_per_second, 1), "parameters": count_parameters(model),
-        "device": str(device), "config": asdict(config),
-    }
-    written = [Path(config.save_path), write_json(metrics_path(config.save_path), metrics)]
-    written += write_clip_plots(model, splits, history, Path(config.output_dir))
-    for path in written:
-        log(f"wrote {path}")
-    return model, metrics
-
-
-def write_json(path: Path, data: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    """Train (or, with ``config.resume``, continue) a TinyCLIP; returns the model and its final metrics."""
+    run = ClipRun(config, splits, log)
+    if config.resume:
+        run.resume()
+    require(run.epoch < config.epochs, f"{config.save_path} has already finished {run.epoch} epochs; raise --epochs to train more")
+    log(f"TinyCLIP: {count_parameters(run.model):,} parameters on {run.device}; {len(run.train_set)} training images, "
+        f"{len(run.splits.test_labels)} held out")
+    while run.epoch < config.epochs:
+        run.train_epoch()
+    return run.model, run.finish()
 
 
 @torch.no_grad()
@@ -168,12 +181,3 @@ def write_clip_plots(model: TinyCLIP, splits: ImageSplits, history: dict, output
     matrix_plot = save_similarity_matrix(similarity, prompts, [str(c) for c in range(len(prompts))], output_dir / "clip_similarity.png",
                                          "TinyCLIP: prompt vs. held-out image similarity")
     return [loss_plot, matrix_plot]
-
-
-def _to_list(value):
-    """Python's random state (nested tuples) as lists: storable in a weights-only checkpoint."""
-    return [_to_list(v) for v in value] if isinstance(value, tuple) else value
-
-
-def _to_tuple(value):
-    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value

@@ -59,3 +59,13 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...], map_location:
     if data["kind"] not in kinds:
         raise UserError(f"checkpoint {path} holds a {data['kind']!r} model, but a {' or '.join(map(repr, kinds))} model is needed")
     return data
+
+
+def random_state_to_list(value):
+    """Python's ``random`` state (nested tuples) as nested lists: storable in a weights-only checkpoint."""
+    return [random_state_to_list(v) for v in value] if isinstance(value, tuple) else value
+
+
+def random_state_from_list(value):
+    """The inverse of ``random_state_to_list``: lists back to the tuples ``random.setstate`` takes."""
+    return tuple(random_state_from_list(v) for v in value) if isinstance(value, list) else value

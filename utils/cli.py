@@ -1,8 +1,8 @@
 """Command-line plumbing shared by every script.
 
 * ``ArgumentParser`` prints argparse errors as one line (exit code 2).
-* ``add_config_arguments`` turns a config dataclass into flags, so each default
-  is written once, in the dataclass, and stored with the checkpoint.
+* ``add_config_arguments`` turns a config dataclass (fields made with
+  ``utils.config.option``) into flags, so each default is written once.
 * ``run_main`` turns a ``UserError`` into one line on stderr and exit code 2.
 """
 from __future__ import annotations
@@ -22,11 +22,6 @@ T = TypeVar("T")
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
-    """A dataclass field that carries its command-line help (and e.g. ``choices``)."""
-    return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()) -> None:
@@ -50,12 +45,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, skip
 def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:
     names = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
     return config_cls(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise a ``UserError`` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise UserError(message)
 
 
 def one_line_warning(message, category, filename, lineno, line=None) -> str:

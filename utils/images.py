@@ -1,4 +1,4 @@
-"""Reading a user's image file into the model's format."""
+"""Pixels: uint8 [0, 255] <-> float [-1, 1], and a user's image file in the model's format."""
 from __future__ import annotations
 
 import warnings
@@ -9,6 +9,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from utils.errors import UserError
+
+
+def to_signed_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], clipping out-of-range values."""
+    return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def load_image(path: str | Path, channels: int, size: int) -> torch.Tensor:
@@ -28,5 +38,5 @@ def load_image(path: str | Path, channels: int, size: int) -> torch.Tensor:
             array = np.asarray(image, dtype=np.float32)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise UserError(f"cannot read image {path}: {type(err).__name__}") from None
-    tensor = torch.from_numpy(array / 127.5 - 1.0)
+    tensor = to_signed_float(torch.from_numpy(array))
     return tensor[None] if channels == 1 else tensor.permute(2, 0, 1)

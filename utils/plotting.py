@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from dataloading.datasets import to_uint8
+from utils.images import to_uint8
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:

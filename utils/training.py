@@ -19,7 +19,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)")
+        raise UserError(f"device {name!r} was asked for, but no CUDA GPU is available (use cpu or auto)")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
     return torch.device(name)

@@ -5,14 +5,12 @@ from it: the share of generated images it reads as the prompted class, and
 the Frechet distance between its penultimate-layer features of generated and
 real images (FID's recipe with a judge that knows digits instead of ImageNet).
 
-Recipe 2 adds photometric augmentation. A judge trained on exactly black
-backgrounds only (recipe 1) had features so tuned to that one value that a
-background lifted by 1/255 of full scale, invisible to a person, moved its
-Frechet distance to 2.5x the real-vs-real one and by 6/255 to 119x, while a
-one-pixel shift of the digit moved it 0.85x (``benchmarks/judge_calibration.py``).
-Such a judge ranks generators by their background level, not their digits.
-Trained on faint background lifts, contrast changes and pixel noise as well,
-its features follow the digit; blur, wrong or collapsed classes still count.
+Recipe 2 adds photometric augmentation: faint background lifts, contrast
+changes and pixel noise, which a reader ignores. A judge trained on exactly
+black backgrounds only (recipe 1) ranked generators by their background level
+more than by their digits; BENCHMARKS.md ("Why the judge changed") has the figures
+from ``benchmarks/judge_calibration.py``. Blur, wrong or collapsed classes
+still count against a generator under recipe 2.
 """
 from __future__ import annotations
 
@@ -24,8 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from dataloading.augment import random_affine
-from dataloading.datasets import ImageSplits, to_signed_float
+from dataloading.datasets import ImageSplits
+from evaluation.metrics import frechet_distance
 from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.images import to_signed_float
 
 FEATURE_DIM = 64
 JUDGE_RECIPE = 2  # bump when train_judge changes, so cached judges are retrained; 1: without photometric augmentation
@@ -151,8 +151,6 @@ class QualityReference:
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Judge accuracy (overall and per class) and Frechet distance to the reference half."""
-        from utils.metrics import frechet_distance
-
         predictions, features = self.judge.predict(images)
         correct = (predictions == labels).float()
         per_class = [correct[labels == c].mean().item() for c in labels.unique().tolist()]

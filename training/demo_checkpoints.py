@@ -11,17 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.pipeline import Decoder, Prior, SuperResolution, default_checkpoint_name, load_clip
+from models.pipeline import Decoder, load_clip
+from models.prior import Prior
+from models.superres import SuperResolution
 from training.clip_trainer import ClipTrainingConfig, train_clip
-from training.diffusion_trainer import UnclipTrainingConfig, train_unclip
+from training.diffusion_trainer import train_unclip
+from training.unclip_configs import DecoderTrainingConfig, PriorTrainingConfig, SuperResolutionTrainingConfig
 from utils.errors import UserError
 
-STAGES = {  # name -> (bundle class, training options beside the stage's own defaults)
-    "decoder": (Decoder, {"stage": "decoder"}),
-    "decoder_image": (Decoder, {"stage": "decoder", "condition": "image"}),
-    "prior": (Prior, {"stage": "prior"}),
-    "decoder_14px": (Decoder, {"stage": "decoder", "resolution": 14}),
-    "superres": (SuperResolution, {"stage": "superres"}),
+STAGES = {  # name -> (bundle class, training config, options beside the stage's own defaults)
+    "decoder": (Decoder, DecoderTrainingConfig, {}),
+    "decoder_image": (Decoder, DecoderTrainingConfig, {"condition": "image"}),
+    "prior": (Prior, PriorTrainingConfig, {}),
+    "decoder_14px": (Decoder, DecoderTrainingConfig, {"resolution": 14}),
+    "superres": (SuperResolution, SuperResolutionTrainingConfig, {}),
 }
 QUICK = {"clip": {"epochs": 4}, "decoder": {"max_minutes": 1.5}, "decoder_image": {"max_minutes": 1.5}, "prior": {"max_minutes": 0.5},
          "decoder_14px": {"max_minutes": 0.75}, "superres": {"max_minutes": 0.75}}
@@ -46,7 +49,7 @@ def fits(bundle_class, path: Path, clip) -> bool:
     if not path.exists():
         return False
     try:
-        bundle_class.load(str(path)).check_clip(clip, str(path))
+        bundle_class.load(str(path), clip=clip)
     except UserError:
         return False
     return True
@@ -65,14 +68,14 @@ def ensure_checkpoints(folder: str | Path = "checkpoints", tiny: bool = False, l
         trained.append("clip")
     clip = load_clip(str(clip_path))
     paths = {"clip": clip_path}
-    for name, (bundle_class, options) in STAGES.items():
-        assert default_checkpoint_name(options["stage"], options.get("condition", "text"), options.get("resolution", 0)) == name
+    for name, (bundle_class, config_class, options) in STAGES.items():
+        assert config_class(**options).checkpoint_name() == name
         found = next((p for p in (folder / f"{name}.pt", demo / f"{name}.pt") if fits(bundle_class, p, clip)), None)
         if found is None:
             found = demo / f"{name}.pt"
             log(f"no {name} checkpoint for this CLIP: training one into {found}")
-            config = UnclipTrainingConfig(clip_model_path=str(clip_path), save_path=str(found), output_dir=str(demo / name),
-                                          sample_every=0, **options, **budget[name])
+            config = config_class(clip_model_path=str(clip_path), save_path=str(found), output_dir=str(demo / name),
+                                  sample_every=0, **options, **budget[name])
             train_unclip(config, log=log)
             trained.append(name)
         paths[name] = found

@@ -10,18 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dataloading.datasets import to_signed_float
-
-
-@torch.no_grad()
-def encode_images(clip, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """uint8 or float images [N, C, H, W] -> unit-norm CLIP embeddings [N, D] (on the CPU)."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        batch = to_signed_float(batch) if batch.dtype == torch.uint8 else batch
-        out.append(clip.encode_image(batch.to(clip.device)).float().cpu())
-    return torch.cat(out)
+from models.clip import encode_images
+from models.prior import PRIOR_SAMPLING
+from models.samplers import SamplingOptions
 
 
 @torch.no_grad()
@@ -116,7 +107,7 @@ def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def prior_quality(prior, conditioner, splits, per_class: int = 50, seed: int = 0) -> dict:
+def prior_quality(prior, conditioner, splits, per_class: int = 50, sampling: SamplingOptions = PRIOR_SAMPLING, num_candidates: int = 1) -> dict:
     """How close the prior's generated image embeddings land to real ones (DALL-E 2's premise).
 
     For every class and name form ("six", "6"), ``per_class`` embeddings are drawn.
@@ -136,7 +127,7 @@ def prior_quality(prior, conditioner, splits, per_class: int = 50, seed: int = 0
         prompts = [p[0] for p in captions.prompts(form)]
         labels = torch.arange(len(prompts)).repeat_interleave(per_class)
         cond = conditioner.text([prompts[int(c)] for c in labels])
-        generated, text = prior.sample(cond, seed=seed).cpu(), cond.embedding.cpu()  # [C * per_class, D] each
+        generated, text = prior.sample(cond, sampling, num_candidates).cpu(), cond.embedding.cpu()  # [C * per_class, D] each
 
         def per_class_cosine(embeddings: torch.Tensor) -> list[float]:
             """Mean cosine between the embeddings for class c and the held-out real images of class c."""

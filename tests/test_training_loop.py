@@ -1,0 +1,93 @@
+"""The diffusion training loop: it learns, it resumes exactly where it stopped, and old checkpoints still load."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import unclip_train
+from conftest import ROOT, assert_one_line_error, run_cli
+from models.conditioning import Conditioning
+from models.pipeline import Decoder
+from models.prior import PriorBundleConfig
+from training import diffusion_trainer
+from training.unclip_configs import PriorTrainingConfig, SuperResolutionTrainingConfig
+from utils.checkpoints import load_checkpoint
+
+
+def decoder_argv(clip_path, save_path: Path, *extra) -> list:
+    return ["--clip_model_path", clip_path, "--channels", "8,16", "--batch_size", 8, "--train_subset", 64, "--sample_every", 0,
+            "--max_minutes", 0, "--save_path", save_path, "--output_dir", save_path.parent / "out", *extra]
+
+
+def test_the_loss_falls_on_a_tiny_run(tmp_path, tiny_clip_path):
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 60, "--warmup_steps", 5, "--save_every", 60)) == 0
+    losses = [loss for _, loss in load_checkpoint(tmp_path / "d.pt", "decoder")["training"]["history"]["loss"]]
+    first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20  # at the start ~1: the zero-initialised head outputs 0, and v has unit variance
+    assert len(losses) == 60 and last < 0.8 * first, (first, last)
+
+
+def test_an_interrupted_run_resumes_step_for_step(tmp_path, tiny_clip_path, monkeypatch):
+    """Stopped after step 5 of 12 (mid-epoch: 64 images are 8 batches) and resumed, it ends where an uninterrupted run ends."""
+    argv = ["--steps", 12, "--save_every", 1]
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "whole" / "d.pt", *argv)) == 0
+
+    train_step = diffusion_trainer.DiffusionRun.train_step
+
+    def interrupted(run, *args):
+        if run.step == 5:
+            raise KeyboardInterrupt  # what Ctrl-C does between two steps
+        return train_step(run, *args)
+
+    monkeypatch.setattr(diffusion_trainer.DiffusionRun, "train_step", interrupted)
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "split" / "d.pt", *argv)) == 130
+    assert load_checkpoint(tmp_path / "split" / "d.pt", "decoder")["training"]["step"] == 5
+    monkeypatch.setattr(diffusion_trainer.DiffusionRun, "train_step", train_step)
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "split" / "d.pt", *argv, "--resume")) == 0
+
+    whole, split = (load_checkpoint(tmp_path / name / "d.pt", "decoder") for name in ("whole", "split"))
+    assert whole["training"]["history"]["loss"] == split["training"]["history"]["loss"]  # the same 12 losses
+    for key, value in whole["ema"].items():
+        assert torch.equal(value, split["ema"][key]), key
+
+
+def test_a_decoder_saved_before_the_unet_levels_were_modules_loads_and_computes_the_same():
+    """tests/fixtures/decoder_before_level_modules.pt was written by the code of e43a0ca, with its output on a probe input."""
+    path = ROOT / "tests" / "fixtures" / "decoder_before_level_modules.pt"
+    probe = load_checkpoint(path, "decoder")["probe"]
+    decoder = Decoder.load(str(path))
+    cond = Conditioning(probe["embedding"], probe["tokens"], probe["token_mask"])
+    with torch.no_grad():
+        output = decoder.model(probe["x"], probe["t"], cond)
+    # Not bit for bit: the probe ran in training mode, where attention takes another kernel than in eval mode (~1e-6 apart).
+    assert torch.allclose(output, probe["output"], atol=1e-5) and probe["output"].abs().max() > 1
+
+
+@pytest.mark.parametrize("flag", ["--save_path", "--output_dir"])
+def test_output_paths_are_checked_before_training(capsys, tmp_path, tiny_clip_path, flag):
+    import clip_train
+    folder, file = tmp_path / "a_folder", tmp_path / "a_file"
+    folder.mkdir()
+    file.write_text("")
+    target, match = (folder, "is an existing folder") if flag == "--save_path" else (file, "is an existing file")
+    assert_one_line_error(capsys, run_cli(clip_train.main, ["--epochs", 1, flag, target]), match)
+    assert_one_line_error(capsys, run_cli(unclip_train.main, ["--clip_model_path", tiny_clip_path, flag, target]), match)
+    assert_one_line_error(capsys, run_cli(unclip_train.main, ["--clip_model_path", tiny_clip_path, "--stage", "prior", flag, target]), match)
+    assert not list(folder.iterdir()) and file.read_text() == ""  # nothing was trained or written
+
+
+def test_each_stage_states_its_own_options(capsys):
+    assert run_cli(unclip_train.main, ["--stage", "prior", "--help"]) == 0
+    prior_help = capsys.readouterr().out
+    assert "--prior_width" in prior_help and "--cross_attention" not in prior_help and "(default: 5000)" in prior_help
+    assert run_cli(unclip_train.main, ["--help"]) == 0
+    decoder_help = capsys.readouterr().out
+    assert "--embedding_noise" in decoder_help and "--prior_width" not in decoder_help and "(default: 4000)" in decoder_help
+    assert_one_line_error(capsys, run_cli(unclip_train.main, ["--stage", "decoder", "--prior_width", 64]), "unrecognized arguments: --prior_width")
+    assert_one_line_error(capsys, run_cli(unclip_train.main, ["--stage", "upscaler"]), "invalid choice")
+
+
+def test_stage_defaults_agree_with_the_model_configs():
+    trained, built = PriorTrainingConfig(), PriorBundleConfig().schedule
+    assert (built.prediction, built.min_snr_gamma) == (trained.prediction, trained.min_snr_gamma) == ("v", 5.0)
+    superres = SuperResolutionTrainingConfig()
+    assert (superres.channels, superres.min_snr_gamma, superres.max_minutes, superres.save_path) == ("32,48", 5.0, 6.0, "checkpoints/superres.pt")
