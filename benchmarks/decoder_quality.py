@@ -1,4 +1,4 @@
-"""Sample quality of prompt -> image: judge accuracy and Frechet distance.
+"""Sample quality of prompt -> image: judge accuracy, Frechet distance, two-sample test, pixel statistics.
 
     python benchmarks/decoder_quality.py                                  # default checkpoints, default sampler
     python benchmarks/decoder_quality.py --guidance_scales 1 2 3 5        # the accuracy / Frechet frontier
@@ -8,7 +8,9 @@
 
 For each guidance scale and prompt form ("six" and "6"), ``--per_class`` images
 per class are generated and judged; the real-vs-real Frechet distance at the
-same sample size is printed beside them (see utils.judge.QualityReference).
+same sample size is printed beside them (see evaluation.judge.QualityReference). A classifier two-sample
+test (evaluation.two_sample) then asks whether a fresh CNN can tell the same images from real ones
+(0.5: it cannot), next to its real-vs-real floor, with the shares of black and saturated pixels.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
 from models.superres import Cascade
 from models.conditioning import Conditioning
 from evaluation.judge import QualityReference, load_or_train_judge
+from evaluation.two_sample import classifier_two_sample_test, pixel_statistics, real_sets
 
 
 def main() -> None:
@@ -46,6 +49,8 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")
     parser.add_argument("--name", default=None, help="result file name (default: from sampler and steps)")
+    parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
+    parser.add_argument("--two_sample_steps", type=int, default=600, help="training steps of each fold's classifier")
     args = parser.parse_args()
 
     clip = load_clip(args.clip_model_path)
@@ -59,6 +64,13 @@ def main() -> None:
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)
     print(f"judge held-out accuracy {judge_accuracy:.4f}; real-vs-real Frechet {reference.real['frechet']:.3f} at {reference.real['num_images']} images")
+    real, floor_real, real_labels = real_sets(splits, args.per_class)
+    real_pixels = pixel_statistics(real)
+    floor = None
+    if args.two_sample:
+        floor = classifier_two_sample_test(floor_real, real, real_labels, real_labels, steps=args.two_sample_steps)
+        print(f"two-sample test, real vs real at {len(real)} images each: {floor['accuracy']:.3f} (+- {floor['standard_error']:.3f})")
+    print(f"real pixels: {real_pixels['black']:.1%} black, {real_pixels['saturated']:.1%} saturated")
     conditioner = ClipConditioner(clip)
     captions = splits.captions
     forms = args.forms or list(captions.name_forms)
@@ -74,13 +86,19 @@ def main() -> None:
             images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=1))
             seconds = time.perf_counter() - start
             result = reference.evaluate(images, labels)
-            result.update(guidance_scale=scale, form=form, seconds=round(seconds, 1), frechet_ratio=result["frechet"] / reference.real["frechet"])
+            result.update(guidance_scale=scale, form=form, seconds=round(seconds, 1), frechet_ratio=result["frechet"] / reference.real["frechet"],
+                          pixels=pixel_statistics(images))
+            if args.two_sample:
+                result["two_sample"] = classifier_two_sample_test(images, real, labels, real_labels, steps=args.two_sample_steps)
             rows.append(result)
+            two_sample = f"  two-sample {result['two_sample']['accuracy']:.3f}" if args.two_sample else ""
             print(f"guidance {scale:4.1f} {form:8s} accuracy {result['accuracy']:.4f} (worst class {result['min_class_accuracy']:.3f})  "
-                  f"Frechet {result['frechet']:.3f} = {result['frechet_ratio']:.2f}x real  [{seconds:.0f} s for {len(labels)} images]")
+                  f"Frechet {result['frechet']:.3f} = {result['frechet_ratio']:.2f}x real{two_sample}  "
+                  f"pixels {result['pixels']['black']:.1%} black, {result['pixels']['saturated']:.1%} saturated  [{seconds:.0f} s for {len(labels)} images]")
     name = args.name or f"decoder_quality_{'prior_' if prior else ''}{'cascade_' if args.superres_path else ''}{args.sampler}_{args.steps}"
     write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "superres_path": args.superres_path, "sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
-                        "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "results": rows})
+                        "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "two_sample_real_vs_real": floor,
+                        "real_pixels": real_pixels, "results": rows})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ real-vs-real one at the same size. Two kinds of change:
   good judge must still rank these far from real.
 
 Recipe 1 (affine augmentation only) and recipe 2 (plus photometric
-augmentation; ``evaluation/judge.py``) are measured side by side.
+augmentation; ``evaluation/judge.py``) are measured side by side. With
+``--two_sample`` each changed set also meets the classifier two-sample test
+(``evaluation/two_sample.py``) against as many real training digits of the same
+classes: how strong a change must be before a fresh CNN can tell it.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from dataloading.datasets import load_dataset
 from utils.images import to_signed_float
 from models.superres import downsample, upsample
 from evaluation.judge import JUDGE_RECIPE, QualityReference, load_or_train_judge
+from evaluation.two_sample import classifier_two_sample_test
 
 PER_CLASS = 50  # the held-out split has 50 digits per class
 
@@ -85,6 +89,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--judge_paths", nargs=2, default=["checkpoints/judge_recipe1.pt", "checkpoints/judge.pt"],
                         help="where recipe 1 and recipe 2 judges are cached")
+    parser.add_argument("--two_sample", action="store_true", help="also run the classifier two-sample test on every changed set")
+    parser.add_argument("--two_sample_steps", type=int, default=600)
     args = parser.parse_args()
 
     splits = load_dataset(args.dataset)
@@ -102,7 +108,15 @@ def main() -> None:
             ratio = result["frechet"] / reference.real["frechet"]
             rows[name][f"recipe{recipe}"] = {"accuracy": result["accuracy"], "min_class_accuracy": result["min_class_accuracy"], "frechet_ratio": ratio}
             print(f"  {kind:8s} {name:28s} accuracy {result['accuracy']:.3f} (worst digit {result['min_class_accuracy']:.2f})  Frechet {ratio:8.2f}x real")
-    write_result("judge_calibration", {"per_class": PER_CLASS, "rows": rows})
+    if args.two_sample:
+        generator = torch.Generator().manual_seed(0)
+        real = torch.cat([splits.train_images[splits.train_labels == c][torch.randperm(int((splits.train_labels == c).sum()), generator=generator)[:PER_CLASS]]
+                          for c in range(splits.captions.num_classes)])
+        real_labels = torch.arange(splits.captions.num_classes).repeat_interleave(PER_CLASS)
+        for kind, name, changed in changed_sets:
+            rows[name]["two_sample"] = classifier_two_sample_test(changed, real, labels, real_labels, steps=args.two_sample_steps)["accuracy"]
+            print(f"  {kind:8s} {name:28s} two-sample accuracy {rows[name]['two_sample']:.3f}")
+    write_result("judge_calibration" + ("_two_sample" if args.two_sample else ""), {"per_class": PER_CLASS, "rows": rows})
 
 
 if __name__ == "__main__":

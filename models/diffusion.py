@@ -23,6 +23,7 @@ from utils.errors import require
 
 PREDICTIONS = ("eps", "x0", "v")
 SCHEDULES = ("cosine", "linear")
+TIMESTEP_DENSITIES = ("uniform", "laplace")
 
 
 @dataclass
@@ -123,8 +124,23 @@ class NoiseSchedule:
         mse = F.mse_loss(output.float(), target, reduction="none").flatten(1).mean(1)
         return mse * self.loss_weights(t)
 
-    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randint(0, self.num_steps, (batch_size,), generator=generator)
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None, density: str = "uniform",
+                         uniform_share: float = 0.1, laplace_mean: float = 0.0, laplace_scale: float = 0.5) -> torch.Tensor:
+        """Training timesteps [B]: uniform over 0..T-1 (DDPM), or by a Laplace density over log-SNR.
+
+        "laplace" (Hang et al. 2024, "Improved noise schedule for diffusion training"): log(SNR) ~ Laplace(mean, scale),
+        which spends the steps where the SNR is near 1, mapped to the timestep whose log-SNR is nearest;
+        a share ``uniform_share`` of the batch stays uniform, so both ends keep being trained.
+        """
+        uniform = torch.randint(0, self.num_steps, (batch_size,), generator=generator)
+        if density == "uniform":
+            return uniform
+        u = torch.rand(batch_size, generator=generator) - 0.5  # inverse CDF of the Laplace density
+        log_snr = laplace_mean - laplace_scale * u.sign() * torch.log1p(-2 * u.abs())
+        ascending = -self.snr.log().float()  # -log SNR rises with t
+        t = torch.searchsorted(ascending, -log_snr.float()).clamp(max=self.num_steps - 1)
+        keep_uniform = torch.rand(batch_size, generator=generator) < uniform_share
+        return torch.where(keep_uniform, uniform, t)
 
     def spaced_timesteps(self, steps: int) -> list[int]:
         """``steps`` timesteps from T-1 down to 0, evenly spaced (all of them when steps == T)."""

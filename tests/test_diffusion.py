@@ -137,3 +137,14 @@ def test_seeded_sampling_is_reproducible():
     run = lambda seed: sample(Denoiser(model, schedule, cond, 2.0), schedule, (2, 1, 28, 28), SamplingOptions("ddim", 5, eta=1.0),
                               torch.Generator().manual_seed(seed))
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+def test_laplace_timestep_density_centres_on_snr_one_and_keeps_the_ends():
+    schedule = NoiseSchedule(ScheduleConfig())
+    t = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace")
+    snr_one = int(schedule.snr.log().abs().argmin())  # log SNR = 0
+    assert abs(t.float().median().item() - snr_one) < 15
+    assert 0.005 < (t < 100).float().mean() < 0.05 and 0.005 < (t >= 900).float().mean() < 0.05  # the 10 % uniform share
+    assert ((t > 350) & (t < 650)).float().mean() > 0.7  # against 0.3 for uniform
+    assert torch.equal(schedule.sample_timesteps(8, torch.Generator().manual_seed(1)),
+                       torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))  # uniform: DDPM's

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from models.diffusion import PREDICTIONS, SCHEDULES
+from models.diffusion import PREDICTIONS, SCHEDULES, TIMESTEP_DENSITIES
 from models.pipeline import default_checkpoint_name
 from utils.config import option, override
 from utils.errors import require
@@ -40,6 +40,8 @@ class DiffusionTrainingConfig:
     ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
+    timestep_density: str = option("uniform", "how training timesteps are drawn: uniform, or laplace (log-SNR ~ Laplace(0, 0.5), "
+                                              "10 %% uniform; Hang et al. 2024)", choices=list(TIMESTEP_DENSITIES))
     prediction: str = option("v", "what the network predicts", choices=list(PREDICTIONS))
     # The decoder's loss is unweighted: min-SNR-5 scaled its low-noise steps down and left grain in its samples (BENCHMARKS.md, "The decoder's loss").
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma, 0: off")
