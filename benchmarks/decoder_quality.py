@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")
     parser.add_argument("--name", default=None, help="result file name (default: from sampler and steps)")
     parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
-    parser.add_argument("--two_sample_steps", type=int, default=600, help="training steps of each fold's classifier")
+    parser.add_argument("--two_sample_steps", type=int, default=300, help="training steps of each fold's classifier")
     args = parser.parse_args()
 
     clip = load_clip(args.clip_model_path)

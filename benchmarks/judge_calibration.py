@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--judge_paths", nargs=2, default=["checkpoints/judge_recipe1.pt", "checkpoints/judge.pt"],
                         help="where recipe 1 and recipe 2 judges are cached")
     parser.add_argument("--two_sample", action="store_true", help="also run the classifier two-sample test on every changed set")
-    parser.add_argument("--two_sample_steps", type=int, default=600)
+    parser.add_argument("--two_sample_steps", type=int, default=300)
     args = parser.parse_args()
 
     splits = load_dataset(args.dataset)
