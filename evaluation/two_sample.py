@@ -111,7 +111,7 @@ def classifier_two_sample_test(generated: torch.Tensor, real: torch.Tensor, gene
 
 def pixel_statistics(images: torch.Tensor) -> dict:
     """Shares of exactly black (0) and saturated (> 250) pixels, and the histogram over ``HISTOGRAM_EDGES``, of uint8 values."""
-    values = (images if images.dtype == torch.uint8 else to_uint8(images.float())).flatten().long()
+    values = as_uint8(images).flatten().long()
     counts = torch.histogram(values.float(), bins=torch.tensor(HISTOGRAM_EDGES, dtype=torch.float32))[0]
     return {"black": (values == 0).float().mean().item(), "saturated": (values > 250).float().mean().item(),
             "mean": values.float().mean().item() / 255, "histogram": (counts / counts.sum()).tolist(), "histogram_edges": list(HISTOGRAM_EDGES)}
@@ -123,7 +123,12 @@ def as_saved(images: torch.Tensor) -> torch.Tensor:
     Generated pixels are real numbers and real ones are whole levels of 255; without the
     rounding a classifier could tell them apart by values no picture file can hold.
     """
-    return to_signed_float(images if images.dtype == torch.uint8 else to_uint8(images.float()))
+    return to_signed_float(as_uint8(images))
+
+
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images as they are; [-1, 1] floats rounded to the grey levels a picture file holds."""
+    return images if images.dtype == torch.uint8 else to_uint8(images.float())
 
 
 def real_sets(splits, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from dataloading.character_tokenizer import CharTokenizer
 from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset
 from evaluation.metrics import evaluate_clip
 from models.clip import CLIPConfig, TinyCLIP, contrastive_loss, encode_images
-from utils.checkpoints import load_checkpoint, random_state_from_list, random_state_to_list, save_checkpoint
+from utils.checkpoints import checkpoint_to_resume, random_state_from_list, random_state_to_list, save_checkpoint
 from utils.config import option
 from utils.errors import require
 from utils.files import check_output_file, check_output_folder, write_json
@@ -88,10 +88,9 @@ class ClipRun:
     def resume(self) -> None:
         """Continue from the checkpoint at ``save_path``: weights, optimizer, schedule, random streams and history."""
         path = self.config.save_path
-        if not Path(path).exists():
-            self.log(f"--resume: no checkpoint at {path} yet, so training starts from scratch")
+        state = checkpoint_to_resume(path, CHECKPOINT_KIND, self.device, self.log)
+        if state is None:
             return
-        state = load_checkpoint(path, CHECKPOINT_KIND, map_location=self.device)
         training = state["training"]
         require(training["config"]["dataset"] == self.config.dataset and state["config"]["embed_dim"] == self.config.embed_dim,
                 f"cannot resume {path}: it was trained with other data or embedding size")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +26,7 @@ from dataloading.datasets import BatchStream, CaptionedImages, load_dataset
 from models.pipeline import ClipConditioner, load_clip
 from training.stages import Stage, build_stage
 from training.unclip_configs import DiffusionTrainingConfig
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.checkpoints import checkpoint_to_resume, load_checkpoint, save_checkpoint
 from utils.errors import require
 from utils.files import write_json
 from utils.plotting import save_loss_curves
@@ -81,10 +80,9 @@ class DiffusionRun:
     def resume(self) -> None:
         """Continue from the checkpoint at ``save_path``: weights, EMA, optimizer, random streams, history and clock."""
         path = self.config.save_path
-        if not Path(path).exists():
-            self.log(f"--resume: no checkpoint at {path} yet, so training starts from scratch")
+        state = checkpoint_to_resume(path, self.stage.kind, self.device, self.log)
+        if state is None:
             return
-        state = load_checkpoint(path, self.stage.kind, map_location=self.device)
         require(state["config"] == self.stage.bundle.config.to_dict(), f"cannot resume {path}: it was trained with another model, schedule or CLIP")
         training = state["training"]
         self.model.load_state_dict(training["model"])
@@ -104,7 +102,7 @@ class DiffusionRun:
         return training_progress(self.step, self.seconds, self.config)
 
     def save(self) -> None:
-        training = {"config": {"stage": self.config.stage, **asdict(self.config)}, "model": self.model.state_dict(),
+        training = {"config": self.config.to_dict(), "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "ema_updates": self.ema.num_updates, "data_rng": self.generator.get_state(),
                     "torch_rng": torch.get_rng_state(), "batches": self.batches.state_dict(), "history": self.history, "step": self.step,
                     "seconds": self.seconds}
@@ -171,7 +169,7 @@ class DiffusionRun:
             "final_loss": float(np.mean([v for _, v in history["loss"][-100:]])),
             "final_loss_low_noise": float(np.mean([v for _, v in history["loss_low_noise"][-100:]])) if history["loss_low_noise"] else None,
             "loss_by_timestep_bucket": [s / max(n, 1) for s, n in history["loss_by_bucket"]], "device": str(self.device),
-            "config": {"stage": config.stage, **asdict(config)},
+            "config": config.to_dict(),
         }
         curves = {"all t": history["loss"], f"t < {LOW_NOISE_STEPS}": history["loss_low_noise"]}
         title = f"{self.stage.kind} training loss" + (" (min-SNR weighted)" if config.min_snr_gamma else "")

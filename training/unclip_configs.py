@@ -15,7 +15,7 @@ lists the prior's. Each ``validate`` checks the values as flags, before any work
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -66,6 +66,10 @@ class DiffusionTrainingConfig:
 
     def checkpoint_name(self) -> str:
         return default_checkpoint_name(self.stage)
+
+    def to_dict(self) -> dict:
+        """What the checkpoint and the metrics file record: every field, and the stage."""
+        return {"stage": self.stage, **asdict(self)}
 
     def validate(self) -> None:
         require(self.steps > 0, f"--steps must be positive, got {self.steps}")

@@ -16,7 +16,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -59,6 +59,14 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...], map_location:
     if data["kind"] not in kinds:
         raise UserError(f"checkpoint {path} holds a {data['kind']!r} model, but a {' or '.join(map(repr, kinds))} model is needed")
     return data
+
+
+def checkpoint_to_resume(path: str | Path, kind: str, map_location: str | torch.device, log: Callable[[str], None]) -> dict | None:
+    """The checkpoint a resumed run continues from, or None (said in the log) when none has been written yet."""
+    if not Path(path).exists():
+        log(f"--resume: no checkpoint at {path} yet, so training starts from scratch")
+        return None
+    return load_checkpoint(path, kind, map_location=map_location)
 
 
 def random_state_to_list(value):
