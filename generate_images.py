@@ -55,7 +55,7 @@ class GenerateConfig:
     superres_steps: int = option(SUPERRES_SAMPLING.steps, "super-resolution sampler steps")
     superres_guidance_scale: float = option(SUPERRES_SAMPLING.guidance_scale, "super-resolution classifier-free guidance scale")
     augmentation_level: float = option(0.1, "super-resolution: noise level in [0, 1] given to the low-res images (Imagen's conditioning augmentation)")
-    thresholding: str = option("static", "x0 thresholding, at every stage", choices=list(THRESHOLDING))
+    thresholding: str = option("none", "x0 thresholding at every sampler step (none: clip only the final images)", choices=list(THRESHOLDING))
     eta: float = option(0.0, "DDIM noise (0: deterministic)")
     seed: int = option(0, "random seed: same seed, same images")
     chunk_size: int = option(256, "images generated at once (memory bound)")

@@ -37,10 +37,10 @@ def pixel_shares(images: torch.Tensor) -> dict:
 def renoise_and_denoise(decoder: Decoder, cond, images: torch.Tensor, t: int, guidance_scale: float, seed: int = 1) -> torch.Tensor:
     """x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps (DDPM eq. 4), then DPM-Solver++ from t to 0, about one step per 50 timesteps."""
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    x_t = decoder.schedule.q_sample(images, torch.full((len(images),), t), noise)
+    x_t = decoder.schedule.q_sample(decoder.encode(images), torch.full((len(images),), t), noise)
     timesteps = torch.linspace(t, 0, max(3, t // 50 + 2)).round().long().tolist()
     denoiser = Denoiser(decoder.model, decoder.schedule, cond, guidance_scale)
-    return denoise(denoiser, decoder.schedule, x_t, timesteps, DPMSolverPP2MStep()).clamp(-1, 1)
+    return decoder.pixel_space.decode(denoise(denoiser, decoder.schedule, x_t, timesteps, DPMSolverPP2MStep()).clamp(-1, 1))
 
 
 def main() -> None:

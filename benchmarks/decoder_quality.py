@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[DEFAULT_GUIDANCE_SCALE])
-    parser.add_argument("--thresholding", default="static")
+    parser.add_argument("--thresholding", default=SamplingOptions.thresholding)
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")
     parser.add_argument("--name", default=None, help="result file name (default: from sampler and steps)")

@@ -21,6 +21,7 @@ from models.clip import TinyCLIP
 from models.diffusion import NoiseSchedule, ScheduleConfig
 from models.samplers import Denoiser, SamplingOptions, StepCallback, sample
 from models.conditioning import Conditioning
+from models.pixel_space import PixelSpace
 from models.unet import UNet, UNetConfig
 from utils.checkpoints import load_checkpoint
 from utils.errors import UserError, require
@@ -84,13 +85,15 @@ class DecoderConfig:
     clip: dict = field(default_factory=dict)  # clip_fingerprint of the CLIP it was trained with
     dataset: str = "mnist"
     low_res_size: int = 0  # super-resolution: the size of the low-res condition (0: a base decoder)
+    pixel_space: str = "linear"  # where the diffusion runs: "linear" pixels or "logit" (models.pixel_space)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DecoderConfig":
-        return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"], d.get("low_res_size", 0))
+        return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"], d.get("low_res_size", 0),
+                   d.get("pixel_space", "linear"))
 
 
 def default_checkpoint_name(stage: str, condition: str = "text", resolution: int = 0) -> str:
@@ -152,18 +155,30 @@ class Decoder(DiffusionBundle):
     def build(config: DecoderConfig) -> torch.nn.Module:
         return UNet(config.unet)
 
+    @property
+    def pixel_space(self) -> PixelSpace:
+        return PixelSpace(self.config.pixel_space)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> what the diffusion runs on: x0 for training, or to noise real images (SDEdit)."""
+        return self.pixel_space.encode(images)
+
     @torch.no_grad()
     def generate(self, cond: Conditioning, sampling: SamplingOptions = SamplingOptions(), chunk_size: int = 256,
                  callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:
         """One image per row of ``cond``; [N, C, H, W] in [-1, 1], on the CPU. Large N runs in chunks.
 
         ``shared_noise``: every image starts from the same x_T, so only the conditioning differs.
+        ``callback`` sees x_t and x0_hat as images (decoded from the pixel space).
         """
         require(chunk_size > 0, f"chunk_size must be positive, got {chunk_size}")
         device = self.device
         generator = torch.Generator().manual_seed(sampling.seed)
         c, size = self.config.unet.image_channels, self.config.unet.image_size
         chunks = range(0, cond.embedding.shape[0], chunk_size)
+        space = self.pixel_space
+        if callback is not None and space.kind != "linear":
+            callback = decoded_callback(callback, space)
         out = []
         for start in (progress(chunks) if progress else chunks):
             part = cond.select(slice(start, start + chunk_size)).to(device)
@@ -172,7 +187,14 @@ class Decoder(DiffusionBundle):
             if shared_noise:
                 generator.manual_seed(sampling.seed)  # the same x_T in every chunk
             out.append(sample(denoiser, self.schedule, shape, sampling, generator, device, callback, shared_noise).float().cpu())
-        return torch.cat(out).clamp(-1, 1)
+        return space.decode(torch.cat(out).clamp(-1, 1))
+
+
+def decoded_callback(callback: StepCallback, space: PixelSpace) -> StepCallback:
+    """The sampler's callback, shown x_t and x0_hat as images rather than in the diffusion's pixel space."""
+    def see(t: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        callback(t, space.decode(x.clamp(-1, 1)), space.decode(x0.clamp(-1, 1)))
+    return see
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,9 @@ class SamplingOptions:
     sampler: str = "dpmpp_2m"
     steps: int = 20  # DDPM's original: all 1000
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE  # 1: no guidance, 0: unconditional
-    thresholding: str = "static"  # clip x0_hat to the data range [-1, 1] (images); "none" for embeddings
+    # "none": x0_hat as predicted. Clipping it to [-1, 1] at every step ("static") lifts the background: errors below black are cut,
+    # those above are kept, so the trajectory drifts up (BENCHMARKS.md, "What gives the pictures away"). Images are clipped once, at the end.
+    thresholding: str = "none"
     eta: float = 0.0  # DDIM's noise (0: deterministic)
     seed: int = 0  # same seed, same samples
 
@@ -72,7 +74,7 @@ class Denoiser:
     """
 
     def __init__(self, model: torch.nn.Module, schedule: NoiseSchedule, cond: Conditioning, guidance_scale: float = 1.0,
-                 thresholding: str = "static", autocast: Callable | None = None) -> None:
+                 thresholding: str = "none", autocast: Callable | None = None) -> None:
         assert thresholding in THRESHOLDING, thresholding
         self.model, self.schedule, self.guidance_scale, self.thresholding = model, schedule, guidance_scale, thresholding
         self.cond = cond

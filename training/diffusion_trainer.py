@@ -27,7 +27,7 @@ from models.pipeline import ClipConditioner, load_clip
 from training.stages import Stage, build_stage
 from training.unclip_configs import DiffusionTrainingConfig
 from utils.checkpoints import checkpoint_to_resume, load_checkpoint, save_checkpoint
-from utils.errors import require
+from utils.errors import UserError, require
 from utils.files import write_json
 from utils.plotting import save_loss_curves
 from utils.training import EMA, Throughput, autocast, count_parameters, resolve_device, seed_everything
@@ -83,7 +83,11 @@ class DiffusionRun:
         state = checkpoint_to_resume(path, self.stage.kind, self.device, self.log)
         if state is None:
             return
-        require(state["config"] == self.stage.bundle.config.to_dict(), f"cannot resume {path}: it was trained with another model, schedule or CLIP")
+        try:  # read as a load would: fields added since take their old meaning
+            saved = type(self.stage.bundle.config).from_dict(state["config"])
+        except (KeyError, TypeError) as err:
+            raise UserError(f"cannot resume {path}: its model config is damaged ({type(err).__name__})") from None
+        require(saved.to_dict() == self.stage.bundle.config.to_dict(), f"cannot resume {path}: it was trained with another model, schedule or CLIP")
         training = state["training"]
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict({"decay": self.config.ema_decay, "num_updates": training["ema_updates"], "model": state["ema"]})

@@ -107,6 +107,7 @@ class UNetStage:
                             token_dim=clip.text_encoder.token_dim if self.use_tokens else 0,
                             low_res_channels=image_channels if low_res_size else 0, noise_level_conditioning=bool(low_res_size)),
             schedule=schedule_config(config), condition=config.condition, clip=clip_fingerprint(clip), dataset=splits.name, low_res_size=low_res_size,
+            pixel_space=config.pixel_space,
         )
         self.bundle = self.bundle_class(model_config)
         self.cache = ConditioningCache(conditioner, splits)
@@ -150,7 +151,7 @@ class DecoderStage(UNetStage):
         if self.embedding_noise:  # e' = normalize(e + s * z / sqrt(D)): a random direction of norm ~s around each embedding
             noise = torch.randn(cond.embedding.shape, generator=generator) * self.embedding_noise / math.sqrt(cond.embedding.shape[-1])
             cond.embedding = torch.nn.functional.normalize(cond.embedding + noise, dim=-1)
-        return downsample(images, self.size), cond
+        return self.bundle.encode(downsample(images, self.size)), cond
 
     def preview(self, ema_model: torch.nn.Module, step: int, path: Path) -> Path:
         """Text: every class under every name form. Image: held-out images and their decoded CLIP embeddings."""
@@ -187,7 +188,7 @@ class SuperResolutionStage(UNetStage):
         level = torch.rand(len(images), generator=generator) * self.max_augmentation_level
         cond.low_res = low_res_condition(downsample(images, self.low_res_size), level, self.size, self.bundle.schedule, generator)
         cond.noise_level = level
-        return images, cond
+        return self.bundle.encode(images), cond
 
     def preview(self, ema_model: torch.nn.Module, step: int, path: Path) -> Path:
         """Held-out images, their bicubic upsampling from low resolution, and the model's."""
