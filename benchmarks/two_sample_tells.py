@@ -26,11 +26,12 @@ import torch.nn.functional as F
 
 from dataloading.datasets import load_dataset
 from evaluation.reports import write_result
-from evaluation.two_sample import as_uint8, classifier_two_sample_test, real_sets
+from evaluation.two_sample import as_uint8, classifier_two_sample_test, level_shares, real_sets
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
 
-LEVEL_BANDS = {"0": (0, 1), "1-3": (1, 4), "4-9": (4, 10), "10-239": (10, 240), "240-251": (240, 252), "252-254": (252, 255), "255": (255, 256)}
+BAND_EDGES = (0, 1, 4, 10, 240, 252, 255, 256)  # grey-level bands: 0 | 1-3 | 4-9 | 10-239 | 240-251 | 252-254 | 255
+BAND_NAMES = ("0", "1-3", "4-9", "10-239", "240-251", "252-254", "255")
 
 
 def binarised(images: torch.Tensor, threshold: int) -> torch.Tensor:
@@ -59,13 +60,6 @@ VIEWS = {
 }
 
 
-def level_shares(images: torch.Tensor) -> dict:
-    """The share of pixels in each of ``LEVEL_BANDS``, of uint8 images."""
-    counts = torch.bincount(images.flatten().long(), minlength=256).float()
-    counts /= counts.sum()
-    return {band: counts[lo:hi].sum().item() for band, (lo, hi) in LEVEL_BANDS.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
@@ -85,7 +79,7 @@ def main() -> None:
     prompts = [splits.captions.prompts(args.form)[int(c)][0] for c in labels]
     sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, thresholding=args.thresholding, seed=1)
     generated = as_uint8(decoder.generate(ClipConditioner(clip).text(prompts), sampling))
-    shares = {"real": level_shares(real), "generated": level_shares(generated)}
+    shares = {source: dict(zip(BAND_NAMES, level_shares(images, BAND_EDGES))) for source, images in (("real", real), ("generated", generated))}
     for source, row in shares.items():
         print(f"{source:9s} " + "  ".join(f"{band}: {share:6.2%}" for band, share in row.items()))
     tests = {}
@@ -93,8 +87,7 @@ def main() -> None:
         tests[view] = classifier_two_sample_test(transform(generated), transform(real), labels, labels)["accuracy"]
         print(f"two-sample accuracy, {view:26s} {tests[view]:.3f}", flush=True)
     name = args.name or f"two_sample_tells_{args.decoder_path.rsplit('/', 1)[-1].removesuffix('.pt')}"
-    write_result(name, {"decoder_path": args.decoder_path, "form": args.form, "per_class": args.per_class, "arguments": vars(args),
-                        "level_shares": shares, "two_sample_by_view": tests})
+    write_result(name, {"arguments": vars(args), "level_shares": shares, "two_sample_by_view": tests})
 
 
 if __name__ == "__main__":

@@ -112,9 +112,15 @@ def classifier_two_sample_test(generated: torch.Tensor, real: torch.Tensor, gene
 def pixel_statistics(images: torch.Tensor) -> dict:
     """Shares of exactly black (0) and saturated (> 250) pixels, and the histogram over ``HISTOGRAM_EDGES``, of uint8 values."""
     values = as_uint8(images).flatten().long()
-    counts = torch.histogram(values.float(), bins=torch.tensor(HISTOGRAM_EDGES, dtype=torch.float32))[0]
     return {"black": (values == 0).float().mean().item(), "saturated": (values > 250).float().mean().item(),
-            "mean": values.float().mean().item() / 255, "histogram": (counts / counts.sum()).tolist(), "histogram_edges": list(HISTOGRAM_EDGES)}
+            "mean": values.float().mean().item() / 255, "histogram": level_shares(images, HISTOGRAM_EDGES), "histogram_edges": list(HISTOGRAM_EDGES)}
+
+
+def level_shares(images: torch.Tensor, edges: tuple[int, ...]) -> list[float]:
+    """The share of uint8 pixels in each band [edges[i], edges[i + 1]) of grey levels."""
+    counts = torch.bincount(as_uint8(images).flatten().long(), minlength=256).float()
+    counts /= counts.sum()
+    return [counts[lo:hi].sum().item() for lo, hi in zip(edges, edges[1:])]
 
 
 def as_saved(images: torch.Tensor) -> torch.Tensor:

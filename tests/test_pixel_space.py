@@ -60,7 +60,6 @@ def test_a_logit_decoder_trains_on_encoded_images_and_draws_pixels(tmp_path, tin
     assert torch.allclose(decoder.encode(images), PixelSpace("logit").encode(images))
 
 
-
 def test_a_run_saved_before_pixel_spaces_existed_resumes_as_linear_and_not_as_logit(tmp_path, tiny_clip_path, capsys):
     path = tmp_path / "d.pt"
     assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, path, "--steps", 3, "--pixel_space", "linear")) == 0
