@@ -21,7 +21,7 @@ from models.clip import TinyCLIP
 from models.diffusion import NoiseSchedule, ScheduleConfig
 from models.samplers import Denoiser, SamplingOptions, StepCallback, sample
 from models.conditioning import Conditioning
-from models.pixel_space import PixelSpace
+from models.pixel_space import LOGIT_DELTA, PixelSpace
 from models.unet import UNet, UNetConfig
 from utils.checkpoints import load_checkpoint
 from utils.errors import UserError, require
@@ -86,6 +86,7 @@ class DecoderConfig:
     dataset: str = "mnist"
     low_res_size: int = 0  # super-resolution: the size of the low-res condition (0: a base decoder)
     pixel_space: str = "linear"  # where the diffusion runs: "linear" pixels or "logit" (models.pixel_space)
+    logit_delta: float = LOGIT_DELTA  # the logit space's distance from 0 and 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +94,7 @@ class DecoderConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DecoderConfig":
         return cls(UNetConfig(**d["unet"]), ScheduleConfig(**d["schedule"]), d["condition"], d["clip"], d["dataset"], d.get("low_res_size", 0),
-                   d.get("pixel_space", "linear"))
+                   d.get("pixel_space", "linear"), d.get("logit_delta", LOGIT_DELTA))
 
 
 def default_checkpoint_name(stage: str, condition: str = "text", resolution: int = 0) -> str:
@@ -157,7 +158,7 @@ class Decoder(DiffusionBundle):
 
     @property
     def pixel_space(self) -> PixelSpace:
-        return PixelSpace(self.config.pixel_space)
+        return PixelSpace(self.config.pixel_space, self.config.logit_delta)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> what the diffusion runs on: x0 for training, or to noise real images (SDEdit)."""

@@ -37,6 +37,7 @@ class PixelSpace:
 
     def __init__(self, kind: str = "linear", delta: float = LOGIT_DELTA) -> None:
         require(kind in PIXEL_SPACES, f"unknown pixel space {kind!r}; choose from {', '.join(PIXEL_SPACES)}")
+        require(0 < delta < 0.5, f"the logit's delta must lie between 0 and 0.5, got {delta}")
         self.kind, self.delta = kind, delta
         self.scale = math.log((1 - delta) / delta)  # logit(1 - delta): maps the ends to exactly -1 and 1
 
@@ -44,7 +45,7 @@ class PixelSpace:
         if self.kind == "linear":
             return images
         p = (images.clamp(-1, 1) + 1) / 2
-        return torch.logit(self.delta + (1 - 2 * self.delta) * p) / self.scale
+        return (torch.logit(self.delta + (1 - 2 * self.delta) * p) / self.scale).clamp(-1, 1)  # the clamp: float32 rounding at the ends
 
     def decode(self, y: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":

@@ -146,5 +146,8 @@ def test_laplace_timestep_density_centres_on_snr_one_and_keeps_the_ends():
     assert abs(t.float().median().item() - snr_one) < 15
     assert 0.005 < (t < 100).float().mean() < 0.05 and 0.005 < (t >= 900).float().mean() < 0.05  # the 10 % uniform share
     assert ((t > 350) & (t < 650)).float().mean() > 0.7  # against 0.3 for uniform
+    wider = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0.5, laplace_scale=1.0)
+    assert 0.045 < (wider < 100).float().mean() < 0.07  # 0.5 x 0.1 uniform + 0.5 x P(log SNR > 3.5) = 0.05 + 0.007
+    assert ((wider > 350) & (wider < 650)).float().mean() < ((t > 350) & (t < 650)).float().mean()
     assert torch.equal(schedule.sample_timesteps(8, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))  # uniform: DDPM's

@@ -117,7 +117,8 @@ class DiffusionRun:
         """One optimizer step on one batch (DDPM Algorithm 1); returns the loss."""
         x0, cond = self.stage.batch(images, texts, indices, self.generator)
         cond.drop = torch.rand(len(x0), generator=self.generator) < self.config.cond_drop_prob
-        t = self.schedule.sample_timesteps(len(x0), self.generator, self.config.timestep_density)
+        t = self.schedule.sample_timesteps(len(x0), self.generator, self.config.timestep_density, self.config.uniform_share,
+                                           laplace_scale=self.config.laplace_scale)
         noise = torch.randn(x0.shape, generator=self.generator)
         x_t = self.schedule.q_sample(x0, t, noise)
         x0, x_t, t, noise, cond = x0.to(self.device), x_t.to(self.device), t.to(self.device), noise.to(self.device), cond.to(self.device)

@@ -107,7 +107,7 @@ class UNetStage:
                             token_dim=clip.text_encoder.token_dim if self.use_tokens else 0,
                             low_res_channels=image_channels if low_res_size else 0, noise_level_conditioning=bool(low_res_size)),
             schedule=schedule_config(config), condition=config.condition, clip=clip_fingerprint(clip), dataset=splits.name, low_res_size=low_res_size,
-            pixel_space=config.pixel_space,
+            pixel_space=config.pixel_space, logit_delta=config.logit_delta,
         )
         self.bundle = self.bundle_class(model_config)
         self.cache = ConditioningCache(conditioner, splits)

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from models.diffusion import PREDICTIONS, SCHEDULES, TIMESTEP_DENSITIES
 from models.pipeline import default_checkpoint_name
-from models.pixel_space import PIXEL_SPACES
+from models.pixel_space import LOGIT_DELTA, PIXEL_SPACES
 from utils.config import option, override
 from utils.errors import require
 from utils.files import check_output_file, check_output_folder
@@ -41,8 +41,10 @@ class DiffusionTrainingConfig:
     ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
-    timestep_density: str = option("uniform", "how training timesteps are drawn: uniform, or laplace (log-SNR ~ Laplace(0, 0.5), "
-                                              "10 %% uniform; Hang et al. 2024)", choices=list(TIMESTEP_DENSITIES))
+    timestep_density: str = option("uniform", "how training timesteps are drawn: uniform, or laplace (log-SNR ~ Laplace(0, --laplace_scale), "
+                                              "a share --uniform_share uniform; Hang et al. 2024)", choices=list(TIMESTEP_DENSITIES))
+    laplace_scale: float = option(0.5, "--timestep_density laplace: the Laplace density's scale over log-SNR (larger: closer to uniform)")
+    uniform_share: float = option(0.1, "--timestep_density laplace: the share of each batch still drawn uniformly, so both ends stay trained")
     prediction: str = option("v", "what the network predicts", choices=list(PREDICTIONS))
     # The decoder's loss is unweighted: min-SNR-5 scaled its low-noise steps down and left grain in its samples (BENCHMARKS.md, "The decoder's loss").
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma, 0: off")
@@ -80,6 +82,7 @@ class DiffusionTrainingConfig:
         require(self.warmup_steps >= 0, f"--warmup_steps must be 0 or positive, got {self.warmup_steps}")
         require(0 <= self.cond_drop_prob < 1, f"--cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
         require(0 < self.ema_decay < 1, f"--ema_decay must be in (0, 1), got {self.ema_decay}")
+        require(self.laplace_scale > 0 and 0 <= self.uniform_share <= 1, "--laplace_scale must be positive and --uniform_share in [0, 1]")
         require(self.min_snr_gamma >= 0, f"--min_snr_gamma must be 0 (off) or positive, got {self.min_snr_gamma}")
         require(self.train_subset >= 0, f"--train_subset must be 0 or positive, got {self.train_subset}")
         require(self.save_every > 0 and self.sample_every >= 0, "--save_every must be positive and --sample_every 0 or positive")
@@ -100,6 +103,7 @@ class UNetStageConfig(DiffusionTrainingConfig):
     # logit: the two-sample test tells the 4,000-step decoder's digits from real ones at 0.70 instead of 0.95 (BENCHMARKS.md, "What gives the pictures away")
     pixel_space: str = option("logit", "where the diffusion runs: logit (black and full ink stretched, models/pixel_space.py) or linear pixels",
                               choices=list(PIXEL_SPACES))
+    logit_delta: float = option(LOGIT_DELTA, "the logit space's distance from 0 and 1: smaller stretches black and full ink further")
 
     def channel_tuple(self) -> tuple[int, ...]:
         try:
@@ -116,6 +120,7 @@ class UNetStageConfig(DiffusionTrainingConfig):
         super().validate()
         self.channel_tuple()
         require(self.blocks_per_level > 0, f"--blocks_per_level must be positive, got {self.blocks_per_level}")
+        require(0 < self.logit_delta < 0.5, f"--logit_delta must lie between 0 and 0.5, got {self.logit_delta}")
         require(self.full_res_channels >= 0, f"--full_res_channels must be 0 or positive, got {self.full_res_channels}")
         require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
 
