@@ -149,5 +149,7 @@ def test_laplace_timestep_density_centres_on_snr_one_and_keeps_the_ends():
     wider = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0.5, laplace_scale=1.0)
     assert 0.045 < (wider < 100).float().mean() < 0.07  # 0.5 x 0.1 uniform + 0.5 x P(log SNR > 3.5) = 0.05 + 0.007
     assert ((wider > 350) & (wider < 650)).float().mean() < ((t > 350) & (t < 650)).float().mean()
+    low_noise = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0, laplace_mean=3.0)
+    assert abs(schedule.snr.log()[low_noise].median().item() - 3.0) < 0.1  # centred where asked, toward low noise
     assert torch.equal(schedule.sample_timesteps(8, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))  # uniform: DDPM's

@@ -26,6 +26,14 @@ def test_the_loss_falls_on_a_tiny_run(tmp_path, tiny_clip_path):
     assert len(losses) == 60 and last < 0.8 * first, (first, last)
 
 
+def test_the_optimizer_and_density_options_reach_the_run(tmp_path, tiny_clip_path, capsys):
+    argv = ("--steps", 3, "--adam_beta2", 0.99, "--timestep_density", "laplace", "--laplace_mean", 2, "--uniform_share", 0)
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "d.pt", *argv)) == 0
+    training = load_checkpoint(tmp_path / "d.pt", "decoder")["training"]
+    assert list(training["optimizer"]["param_groups"][0]["betas"]) == [0.9, 0.99]
+    assert_one_line_error(capsys, run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "e.pt", "--adam_beta2", 1)), "--adam_beta2")
+
+
 def test_an_interrupted_run_resumes_step_for_step(tmp_path, tiny_clip_path, monkeypatch):
     """Stopped after step 5 of 12 (mid-epoch: 64 images are 8 batches) and resumed, it ends where an uninterrupted run ends."""
     argv = ["--steps", 12, "--save_every", 1]

@@ -69,7 +69,7 @@ class DiffusionRun:
         self.model = self.stage.bundle.model.to(self.device)
         self.schedule = self.stage.bundle.schedule
         self.ema = EMA(self.model, config.ema_decay)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=0.0)
         self.train_set = CaptionedImages(self.splits.train_images, self.splits.train_labels, self.splits.captions, seed=config.seed)
         self.batches = BatchStream(self.train_set, config.batch_size, self.generator)
         self.history: dict = {"loss": [], "loss_low_noise": [], "loss_by_bucket": np.zeros((LOSS_BUCKETS, 2)).tolist()}
@@ -118,7 +118,7 @@ class DiffusionRun:
         x0, cond = self.stage.batch(images, texts, indices, self.generator)
         cond.drop = torch.rand(len(x0), generator=self.generator) < self.config.cond_drop_prob
         t = self.schedule.sample_timesteps(len(x0), self.generator, self.config.timestep_density, self.config.uniform_share,
-                                           laplace_scale=self.config.laplace_scale)
+                                           self.config.laplace_mean, self.config.laplace_scale)
         noise = torch.randn(x0.shape, generator=self.generator)
         x_t = self.schedule.q_sample(x0, t, noise)
         x0, x_t, t, noise, cond = x0.to(self.device), x_t.to(self.device), t.to(self.device), noise.to(self.device), cond.to(self.device)
