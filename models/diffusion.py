@@ -24,6 +24,7 @@ from utils.errors import require
 PREDICTIONS = ("eps", "x0", "v")
 SCHEDULES = ("cosine", "linear")
 TIMESTEP_DENSITIES = ("uniform", "laplace")
+LAPLACE_MEAN, LAPLACE_SCALE, UNIFORM_SHARE = 0.0, 0.5, 0.1  # Hang et al. 2024's density over log-SNR, and the uniform share kept
 
 
 @dataclass
@@ -125,7 +126,7 @@ class NoiseSchedule:
         return mse * self.loss_weights(t)
 
     def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None, density: str = "uniform",
-                         uniform_share: float = 0.1, laplace_mean: float = 0.0, laplace_scale: float = 0.5) -> torch.Tensor:
+                         uniform_share: float = UNIFORM_SHARE, laplace_mean: float = LAPLACE_MEAN, laplace_scale: float = LAPLACE_SCALE) -> torch.Tensor:
         """Training timesteps [B]: uniform over 0..T-1 (DDPM), or by a Laplace density over log-SNR.
 
         "laplace" (Hang et al. 2024, "Improved noise schedule for diffusion training"): log(SNR) ~ Laplace(mean, scale),

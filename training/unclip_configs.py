@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from models.diffusion import PREDICTIONS, SCHEDULES, TIMESTEP_DENSITIES
+from models.diffusion import LAPLACE_MEAN, LAPLACE_SCALE, PREDICTIONS, SCHEDULES, TIMESTEP_DENSITIES, UNIFORM_SHARE
 from models.pipeline import default_checkpoint_name
 from models.pixel_space import LOGIT_DELTA, PIXEL_SPACES
 from utils.config import option, override
@@ -42,11 +42,11 @@ class DiffusionTrainingConfig:
     ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
-    timestep_density: str = option("uniform", "how training timesteps are drawn: uniform, or laplace (log-SNR ~ Laplace(0, --laplace_scale), "
+    timestep_density: str = option("uniform", "how training timesteps are drawn: uniform, or laplace (log-SNR ~ Laplace(--laplace_mean, --laplace_scale), "
                                               "a share --uniform_share uniform; Hang et al. 2024)", choices=list(TIMESTEP_DENSITIES))
-    laplace_mean: float = option(0.0, "--timestep_density laplace: the Laplace density's centre in log-SNR (positive: toward low noise)")
-    laplace_scale: float = option(0.5, "--timestep_density laplace: the Laplace density's scale over log-SNR (larger: closer to uniform)")
-    uniform_share: float = option(0.1, "--timestep_density laplace: the share of each batch still drawn uniformly, so both ends stay trained")
+    laplace_mean: float = option(LAPLACE_MEAN, "--timestep_density laplace: the Laplace density's centre in log-SNR (positive: toward low noise)")
+    laplace_scale: float = option(LAPLACE_SCALE, "--timestep_density laplace: the Laplace density's scale over log-SNR (larger: closer to uniform)")
+    uniform_share: float = option(UNIFORM_SHARE, "--timestep_density laplace: the share of each batch still drawn uniformly, so both ends stay trained")
     prediction: str = option("v", "what the network predicts", choices=list(PREDICTIONS))
     # The decoder's loss is unweighted: min-SNR-5 scaled its low-noise steps down and left grain in its samples (BENCHMARKS.md, "The decoder's loss").
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma, 0: off")
