@@ -31,6 +31,7 @@ from dataloading.datasets import load_dataset
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.samplers import Denoiser, SamplingOptions, sample
 from evaluation.judge import QualityReference, load_or_train_judge
+from evaluation.two_sample import classifier_two_sample_test, pixel_statistics, real_sets
 
 DEFAULT_VARIANTS = ["cfg=1.5", "cfg=2", "cfg=3", "cfg=2,interval=500:999", "cfg=3,interval=500:999", "cfg=3,interval=0:700",
                     "cfg=2,rescale=0.7", "cfg=1,ag=2", "cfg=1.5,ag=1.5", "cfg=2,ag=1.5"]
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=50)
     parser.add_argument("--form", default="word")
     parser.add_argument("--name", default="guidance_variants")
+    parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
     args = parser.parse_args()
 
     variants = [(text, parse_variant(text)) for text in args.variants]
@@ -94,6 +96,7 @@ def main() -> None:
     judge, _ = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)
     print(f"real-vs-real Frechet {reference.real['frechet']:.3f} at {reference.real['num_images']} images")
+    real, _, real_labels = real_sets(splits, args.per_class)
     labels = torch.arange(splits.captions.num_classes).repeat_interleave(args.per_class)
     cond = ClipConditioner(clip).text([splits.captions.prompts(args.form)[int(c)][0] for c in labels])
     shape = (len(labels), *splits.image_shape)
@@ -101,14 +104,20 @@ def main() -> None:
     for text, settings in variants:
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(1)  # the same starting noise for every variant
-        images = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps), generator)
-        result = reference.evaluate(images.clamp(-1, 1), labels)
-        result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1))
+        drawn = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps), generator)
+        images = decoder.pixel_space.decode(drawn.clamp(-1, 1))  # as Decoder.generate returns them
+        result = reference.evaluate(images, labels)
+        result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1),
+                      pixels=pixel_statistics(images))
+        if args.two_sample:
+            result["two_sample"] = classifier_two_sample_test(images, real, labels, real_labels)
         rows.append(result)
+        two_sample = f"  two-sample {result['two_sample']['accuracy']:.3f}" if args.two_sample else ""
         print(f"{text:28s} accuracy {result['accuracy']:.4f} (worst digit {result['min_class_accuracy']:.2f})  "
-              f"Frechet {result['frechet_ratio']:.2f}x real  [{result['seconds']:.0f} s]")
+              f"Frechet {result['frechet_ratio']:.2f}x real{two_sample}  mean pixel {result['pixels']['mean']:.4f}  [{result['seconds']:.0f} s]")
     write_result(args.name, {"decoder_path": args.decoder_path, "weak_decoder_path": args.weak_decoder_path if weak else None,
-                             "steps": args.steps, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real, "results": rows})
+                             "steps": args.steps, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real,
+                             "real_pixels": pixel_statistics(real), "results": rows})
 
 
 if __name__ == "__main__":

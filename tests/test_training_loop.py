@@ -36,7 +36,7 @@ def test_the_optimizer_and_density_options_reach_the_run(tmp_path, tiny_clip_pat
 
 def test_an_interrupted_run_resumes_step_for_step(tmp_path, tiny_clip_path, monkeypatch):
     """Stopped after step 5 of 12 (mid-epoch: 64 images are 8 batches) and resumed, it ends where an uninterrupted run ends."""
-    argv = ["--steps", 12, "--save_every", 1]
+    argv = ["--steps", 12, "--save_every", 1, "--extra_ema_decays", 0.9, 0.99]
     assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "whole" / "d.pt", *argv)) == 0
 
     train_step = diffusion_trainer.DiffusionRun.train_step
@@ -56,6 +56,22 @@ def test_an_interrupted_run_resumes_step_for_step(tmp_path, tiny_clip_path, monk
     assert whole["training"]["history"]["loss"] == split["training"]["history"]["loss"]  # the same 12 losses
     for key, value in whole["ema"].items():
         assert torch.equal(value, split["ema"][key]), key
+    for decay in ("0.9", "0.99"):  # the extra EMAs resume too
+        whole_extra, split_extra = (load_checkpoint(tmp_path / name / f"d_ema{decay}.pt", "decoder")["ema"] for name in ("whole", "split"))
+        assert all(torch.equal(value, split_extra[key]) for key, value in whole_extra.items()), decay
+
+
+def test_extra_emas_are_written_as_decoders_and_must_match_on_resume(tmp_path, tiny_clip_path, capsys):
+    argv = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 30, "--extra_ema_decays", 0.5, 0.99)
+    assert run_cli(unclip_train.main, argv) == 0
+    main, short, long = (Decoder.load(str(tmp_path / name)).model.state_dict() for name in ("d.pt", "d_ema0.5.pt", "d_ema0.99.pt"))
+    last = load_checkpoint(tmp_path / "d.pt", "decoder")["training"]["model"]
+    gap = {name: sum((w[k] - last[k]).abs().sum().item() for k in last) for name, w in (("0.5", short), ("0.998", main), ("0.99", long))}
+    assert 0 < gap["0.5"] < gap["0.99"] and 0 < gap["0.5"] < gap["0.998"], gap  # a shorter average sits nearer the last weights
+    resumed = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 40, "--resume", "--extra_ema_decays", 0.5)
+    assert_one_line_error(capsys, run_cli(unclip_train.main, resumed), "--extra_ema_decays")
+    bad = decoder_argv(tiny_clip_path, tmp_path / "e.pt", "--extra_ema_decays", 1.5)
+    assert_one_line_error(capsys, run_cli(unclip_train.main, bad), "--extra_ema_decays")
 
 
 def test_a_decoder_saved_before_the_unet_levels_were_modules_loads_and_computes_the_same():

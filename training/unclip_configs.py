@@ -40,6 +40,8 @@ class DiffusionTrainingConfig:
     adam_beta2: float = option(0.999, "AdamW's beta2, the second-moment decay (EDM2 uses 0.99)")
     warmup_steps: int = option(100, "learning-rate warm-up steps")
     ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
+    extra_ema_decays: list[float] | None = option(None, "also keep EMAs with these decays and write each beside the checkpoint as "
+                                                        "<name>_ema<decay>.pt, to score EMA lengths after one run (EDM2, Karras et al. 2024)")
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
     timestep_density: str = option("uniform", "how training timesteps are drawn: uniform, or laplace (log-SNR ~ Laplace(--laplace_mean, --laplace_scale), "
@@ -85,6 +87,8 @@ class DiffusionTrainingConfig:
         require(self.warmup_steps >= 0, f"--warmup_steps must be 0 or positive, got {self.warmup_steps}")
         require(0 <= self.cond_drop_prob < 1, f"--cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
         require(0 < self.ema_decay < 1, f"--ema_decay must be in (0, 1), got {self.ema_decay}")
+        for decay in self.extra_ema_decays or []:
+            require(0 < decay < 1 and decay != self.ema_decay, f"--extra_ema_decays must be in (0, 1) and differ from --ema_decay, got {decay}")
         require(self.laplace_scale > 0 and 0 <= self.uniform_share <= 1, "--laplace_scale must be positive and --uniform_share in [0, 1]")
         require(self.min_snr_gamma >= 0, f"--min_snr_gamma must be 0 (off) or positive, got {self.min_snr_gamma}")
         require(self.train_subset >= 0, f"--train_subset must be 0 or positive, got {self.train_subset}")

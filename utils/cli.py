@@ -34,6 +34,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, skip
         if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))  # Optional[X] -> X
         meta = dict(field.metadata)
+        if typing.get_origin(kind) is list:  # list[X] -> one or more X values
+            kind, meta["nargs"] = typing.get_args(kind)[0], meta.get("nargs", "+")
         help_text = meta.pop("help", "")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
         if kind is bool:
