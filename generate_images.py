@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from models.conditioning import Conditioning
+from models.diffusion import SPACINGS
 from models.pipeline import ClipConditioner, Decoder, default_checkpoint_name, load_clip, slerp
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING, SamplingOptions
@@ -48,6 +49,7 @@ class GenerateConfig:
     prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
     steps: int = option(SamplingOptions.steps, "sampler steps (DDPM's original: 1000)")
+    spacing: str = option(SamplingOptions.spacing, "how the steps are spread over t (quadratic: crowded towards t = 0)", choices=list(SPACINGS))
     guidance_scale: float = option(DEFAULT_GUIDANCE_SCALE, "classifier-free guidance scale of the decoder (1: no guidance)")
     prior_guidance_scale: float = option(PRIOR_SAMPLING.guidance_scale, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
@@ -82,7 +84,7 @@ class GenerateConfig:
     @property
     def sampling(self) -> SamplingOptions:
         """The decoder's (for a cascade: the base's) sampling options."""
-        return SamplingOptions(self.sampler, self.steps, self.guidance_scale, self.thresholding, self.eta, self.seed)
+        return SamplingOptions(self.sampler, self.steps, self.guidance_scale, self.thresholding, self.eta, self.seed, self.spacing)
 
     @property
     def needs_image_decoder(self) -> bool:

@@ -25,6 +25,7 @@ import torch
 from dataloading.datasets import load_dataset
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
+from models.diffusion import SPACINGS
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
 from models.superres import Cascade
 from models.conditioning import Conditioning
@@ -43,7 +44,8 @@ def main() -> None:
     parser.add_argument("--superres_guidance_scale", type=float, default=1.0)
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--sampler", default="dpmpp_2m")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=SamplingOptions.steps)
+    parser.add_argument("--spacing", default=SamplingOptions.spacing, choices=SPACINGS)
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[DEFAULT_GUIDANCE_SCALE])
     parser.add_argument("--thresholding", default=SamplingOptions.thresholding)
     parser.add_argument("--per_class", type=int, default=100)
@@ -83,7 +85,7 @@ def main() -> None:
             cond = conditioner.text(prompts)
             if prior is not None:
                 cond = Conditioning(prior.sample(cond, replace(PRIOR_SAMPLING, guidance_scale=args.prior_guidance_scale, seed=1)))
-            images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=1))
+            images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=1, spacing=args.spacing))
             seconds = time.perf_counter() - start
             result = reference.evaluate(images, labels)
             result.update(guidance_scale=scale, form=form, seconds=round(seconds, 1), frechet_ratio=result["frechet"] / reference.real["frechet"],
@@ -96,7 +98,7 @@ def main() -> None:
                   f"Frechet {result['frechet']:.3f} = {result['frechet_ratio']:.2f}x real{two_sample}  "
                   f"pixels {result['pixels']['black']:.1%} black, {result['pixels']['saturated']:.1%} saturated  [{seconds:.0f} s for {len(labels)} images]")
     name = args.name or f"decoder_quality_{'prior_' if prior else ''}{'cascade_' if args.superres_path else ''}{args.sampler}_{args.steps}"
-    write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "superres_path": args.superres_path, "sampler": args.sampler, "steps": args.steps, "thresholding": args.thresholding, "per_class": args.per_class,
+    write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "superres_path": args.superres_path, "sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "thresholding": args.thresholding, "per_class": args.per_class,
                         "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "two_sample_real_vs_real": floor,
                         "real_pixels": real_pixels, "results": rows})
 

@@ -29,6 +29,7 @@ import torch
 
 from dataloading.datasets import load_dataset
 from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.diffusion import SPACINGS
 from models.samplers import Denoiser, SamplingOptions, sample
 from evaluation.judge import QualityReference, load_or_train_judge
 from evaluation.two_sample import classifier_two_sample_test, pixel_statistics, real_sets
@@ -79,7 +80,8 @@ def main() -> None:
     parser.add_argument("--weak_decoder_path", default="checkpoints/decoder_weak.pt", help="the weaker model for ag=W variants")
     parser.add_argument("--judge_path", default="checkpoints/judge.pt")
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
-    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++(2M) steps")
+    parser.add_argument("--steps", type=int, default=SamplingOptions.steps, help="DPM-Solver++(2M) steps")
+    parser.add_argument("--spacing", default=SamplingOptions.spacing, choices=SPACINGS)
     parser.add_argument("--per_class", type=int, default=50)
     parser.add_argument("--form", default="word")
     parser.add_argument("--name", default="guidance_variants")
@@ -104,7 +106,7 @@ def main() -> None:
     for text, settings in variants:
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(1)  # the same starting noise for every variant
-        drawn = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps), generator)
+        drawn = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps, spacing=args.spacing), generator)
         images = decoder.pixel_space.decode(drawn.clamp(-1, 1))  # as Decoder.generate returns them
         result = reference.evaluate(images, labels)
         result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1),
@@ -116,7 +118,7 @@ def main() -> None:
         print(f"{text:28s} accuracy {result['accuracy']:.4f} (worst digit {result['min_class_accuracy']:.2f})  "
               f"Frechet {result['frechet_ratio']:.2f}x real{two_sample}  mean pixel {result['pixels']['mean']:.4f}  [{result['seconds']:.0f} s]")
     write_result(args.name, {"decoder_path": args.decoder_path, "weak_decoder_path": args.weak_decoder_path if weak else None,
-                             "steps": args.steps, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real,
+                             "steps": args.steps, "spacing": args.spacing, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real,
                              "real_pixels": pixel_statistics(real), "results": rows})
 
 

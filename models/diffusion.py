@@ -24,6 +24,7 @@ from utils.errors import require
 PREDICTIONS = ("eps", "x0", "v")
 SCHEDULES = ("cosine", "linear")
 TIMESTEP_DENSITIES = ("uniform", "laplace")
+SPACINGS = ("linear", "quadratic")  # how a sampler picks its timesteps (NoiseSchedule.spaced_timesteps)
 LAPLACE_MEAN, LAPLACE_SCALE, UNIFORM_SHARE = 0.0, 0.5, 0.1  # Hang et al. 2024's density over log-SNR, and the uniform share kept
 
 
@@ -143,10 +144,20 @@ class NoiseSchedule:
         keep_uniform = torch.rand(batch_size, generator=generator) < uniform_share
         return torch.where(keep_uniform, uniform, t)
 
-    def spaced_timesteps(self, steps: int) -> list[int]:
-        """``steps`` timesteps from T-1 down to 0, evenly spaced (all of them when steps == T)."""
+    def spaced_timesteps(self, steps: int, spacing: str = "linear") -> list[int]:
+        """``steps`` distinct timesteps from T-1 down to 0 (all of them when steps == T).
+
+        "linear": evenly spaced in t. "quadratic": t_i = (T-1) u_i^2 for u evenly spaced from 1 to 0
+        (DDIM, Song et al. 2021, appendix D.2), so the steps crowd towards t = 0, where the grey levels
+        are drawn: at 20 steps the last ones are t = 44, 25, 11, 3, 0 instead of 158, 105, 53, 0.
+        """
         require(1 <= steps <= self.num_steps, f"sampling steps must be between 1 and the schedule's {self.num_steps}, got {steps}")
-        return torch.linspace(self.num_steps - 1, 0, steps).round().long().tolist()
+        require(spacing in SPACINGS, f"unknown timestep spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+        u = torch.linspace(1, 0, steps, dtype=torch.float64)
+        timesteps = ((self.num_steps - 1) * (u if spacing == "linear" else u**2)).round().long().tolist()
+        for i in range(steps - 2, -1, -1):  # rounding may repeat a small t: keep them strictly decreasing
+            timesteps[i] = max(timesteps[i], timesteps[i + 1] + 1)
+        return timesteps
 
     def alpha_bar(self, t: int) -> float:
         """alpha_bar at an integer timestep; t = -1 means the clean image (alpha_bar = 1)."""

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from models.diffusion import NoiseSchedule
+from models.diffusion import SPACINGS, NoiseSchedule
 from models.conditioning import Conditioning
 from utils.errors import require
 
@@ -45,9 +45,11 @@ class SamplingOptions:
     thresholding: str = "none"
     eta: float = 0.0  # DDIM's noise (0: deterministic)
     seed: int = 0  # same seed, same samples
+    spacing: str = "linear"  # "quadratic" crowds the steps towards t = 0 (NoiseSchedule.spaced_timesteps)
 
     def __post_init__(self) -> None:
         require(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        require(self.spacing in SPACINGS, f"unknown timestep spacing {self.spacing!r}; choose from {', '.join(SPACINGS)}")
         require(self.thresholding in THRESHOLDING, f"unknown thresholding {self.thresholding!r}; choose from {', '.join(THRESHOLDING)}")
         require(self.steps > 0, f"sampling steps must be positive, got {self.steps}")
         require(math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, f"guidance scale must be a finite number, 0 or more; got {self.guidance_scale}")
@@ -202,4 +204,4 @@ def sample(denoiser: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], 
     """
     noise_shape = (1, *shape[1:]) if shared_noise else shape
     x = torch.randn(noise_shape, generator=generator, device="cpu").expand(shape).contiguous().to(device)
-    return denoise(denoiser, schedule, x, schedule.spaced_timesteps(options.steps), sampler_step(options, generator), callback)
+    return denoise(denoiser, schedule, x, schedule.spaced_timesteps(options.steps, options.spacing), sampler_step(options, generator), callback)

@@ -7,6 +7,7 @@ from models.diffusion import NoiseSchedule, ScheduleConfig
 from models.samplers import Denoiser, SamplingOptions, dynamic_threshold, sample
 from models.conditioning import Conditioning
 from models.unet import UNet, UNetConfig
+from utils.errors import UserError
 from utils.training import EMA
 
 
@@ -75,13 +76,14 @@ class OracleModel(torch.nn.Module):
         return self.schedule.training_target(x0, eps, t)
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddpm", 1000), ("ddpm", 50), ("ddim", 50), ("dpmpp_2m", 20)])
+@pytest.mark.parametrize("sampler,steps,spacing", [("ddpm", 1000, "linear"), ("ddpm", 50, "linear"), ("ddim", 50, "linear"), ("dpmpp_2m", 20, "linear"),
+                                                    ("ddim", 50, "quadratic"), ("dpmpp_2m", 20, "quadratic")])
 @pytest.mark.parametrize("prediction", ["eps", "v"])
-def test_samplers_recover_the_data_with_an_oracle(sampler, steps, prediction):
+def test_samplers_recover_the_data_with_an_oracle(sampler, steps, spacing, prediction):
     schedule = NoiseSchedule(ScheduleConfig(prediction=prediction))
     points = torch.stack([torch.full((1, 2, 2), -1.0), torch.full((1, 2, 2), 1.0)])
     denoiser = Denoiser(OracleModel(schedule, points), schedule, Conditioning(torch.zeros(200, 1)), thresholding="none")
-    x = sample(denoiser, schedule, (200, 1, 2, 2), SamplingOptions(sampler, steps), torch.Generator().manual_seed(0))
+    x = sample(denoiser, schedule, (200, 1, 2, 2), SamplingOptions(sampler, steps, spacing=spacing), torch.Generator().manual_seed(0))
     distance = torch.minimum((x - points[0]).abs().amax((1, 2, 3)), (x - points[1]).abs().amax((1, 2, 3)))
     assert distance.max() < 0.05  # every sample lands on a data point
     share_positive = (x.mean((1, 2, 3)) > 0).float().mean().item()
@@ -153,3 +155,18 @@ def test_laplace_timestep_density_centres_on_snr_one_and_keeps_the_ends():
     assert abs(schedule.snr.log()[low_noise].median().item() - 3.0) < 0.1  # centred where asked, toward low noise
     assert torch.equal(schedule.sample_timesteps(8, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))  # uniform: DDPM's
+
+
+@pytest.mark.parametrize("steps", [1, 2, 20, 50, 999, 1000])
+def test_spaced_timesteps_run_from_the_last_step_to_zero(steps):
+    schedule = NoiseSchedule(ScheduleConfig())
+    for spacing in ("linear", "quadratic"):
+        timesteps = schedule.spaced_timesteps(steps, spacing)
+        assert len(timesteps) == steps and timesteps[0] == 999 and all(a > b for a, b in zip(timesteps, timesteps[1:]))
+        assert timesteps[-1] == (0 if steps > 1 else 999)
+    assert schedule.spaced_timesteps(20, "quadratic")[-5:] == [44, 25, 11, 3, 0]  # crowded toward t = 0
+    assert schedule.spaced_timesteps(20)[-4:] == [158, 105, 53, 0]
+    with pytest.raises(UserError, match="spacing"):
+        schedule.spaced_timesteps(20, "cubic")
+    with pytest.raises(UserError, match="spacing"):
+        SamplingOptions(spacing="cubic")

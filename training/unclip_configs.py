@@ -39,7 +39,8 @@ class DiffusionTrainingConfig:
     lr: float = option(2e-3, "peak learning rate, linear warm-up then cosine decay")
     adam_beta2: float = option(0.999, "AdamW's beta2, the second-moment decay (EDM2 uses 0.99)")
     warmup_steps: int = option(100, "learning-rate warm-up steps")
-    ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling")
+    ema_decay: float = option(0.998, "decay of the exponential moving average used for sampling; it is warmed up as min(decay, (1+n)/(10+n)) "
+                                     "after n steps, so it only reaches 0.998 after 4,490 steps and any decay above 0.9978 acts the same at 4,000")
     extra_ema_decays: list[float] | None = option(None, "also keep EMAs with these decays and write each beside the checkpoint as "
                                                         "<name>_ema<decay>.pt, to score EMA lengths after one run (EDM2, Karras et al. 2024)")
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
