@@ -25,7 +25,9 @@ PREDICTIONS = ("eps", "x0", "v")
 SCHEDULES = ("cosine", "linear")
 TIMESTEP_DENSITIES = ("uniform", "laplace")
 SPACINGS = ("linear", "quadratic")  # how a sampler picks its timesteps (NoiseSchedule.spaced_timesteps)
-LAPLACE_MEAN, LAPLACE_SCALE, UNIFORM_SHARE = 0.0, 0.5, 0.1  # Hang et al. 2024's density over log-SNR, and the uniform share kept
+# The pixel stages' density over log-SNR: centred toward low noise, where the grey levels are drawn, with 30 % uniform (BENCHMARKS.md,
+# "Levers on top of the logit space" and "EMA length"). Hang et al. 2024 centre theirs at 0 with scale 0.5 and 10 % uniform.
+LAPLACE_MEAN, LAPLACE_SCALE, UNIFORM_SHARE = 2.0, 1.5, 0.3
 
 
 @dataclass
@@ -131,7 +133,7 @@ class NoiseSchedule:
         """Training timesteps [B]: uniform over 0..T-1 (DDPM), or by a Laplace density over log-SNR.
 
         "laplace" (Hang et al. 2024, "Improved noise schedule for diffusion training"): log(SNR) ~ Laplace(mean, scale),
-        which spends the steps where the SNR is near 1, mapped to the timestep whose log-SNR is nearest;
+        which spends the steps where the SNR is near exp(mean), mapped to the timestep whose log-SNR is nearest;
         a share ``uniform_share`` of the batch stays uniform, so both ends keep being trained.
         """
         uniform = torch.randint(0, self.num_steps, (batch_size,), generator=generator)

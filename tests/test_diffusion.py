@@ -141,17 +141,18 @@ def test_seeded_sampling_is_reproducible():
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
 
 
-def test_laplace_timestep_density_centres_on_snr_one_and_keeps_the_ends():
+def test_laplace_timestep_density_centres_where_asked_and_keeps_the_ends():
     schedule = NoiseSchedule(ScheduleConfig())
-    t = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace")
+    hang = dict(uniform_share=0.1, laplace_mean=0.0, laplace_scale=0.5)  # Hang et al. 2024's density
+    t = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", **hang)
     snr_one = int(schedule.snr.log().abs().argmin())  # log SNR = 0
     assert abs(t.float().median().item() - snr_one) < 15
     assert 0.005 < (t < 100).float().mean() < 0.05 and 0.005 < (t >= 900).float().mean() < 0.05  # the 10 % uniform share
     assert ((t > 350) & (t < 650)).float().mean() > 0.7  # against 0.3 for uniform
-    wider = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0.5, laplace_scale=1.0)
+    wider = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0.5, laplace_mean=0.0, laplace_scale=1.0)
     assert 0.045 < (wider < 100).float().mean() < 0.07  # 0.5 x 0.1 uniform + 0.5 x P(log SNR > 3.5) = 0.05 + 0.007
     assert ((wider > 350) & (wider < 650)).float().mean() < ((t > 350) & (t < 650)).float().mean()
-    low_noise = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0, laplace_mean=3.0)
+    low_noise = schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace", uniform_share=0, laplace_mean=3.0, laplace_scale=0.5)
     assert abs(schedule.snr.log()[low_noise].median().item() - 3.0) < 0.1  # centred where asked, toward low noise
     assert torch.equal(schedule.sample_timesteps(8, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))  # uniform: DDPM's
@@ -170,3 +171,13 @@ def test_spaced_timesteps_run_from_the_last_step_to_zero(steps):
         schedule.spaced_timesteps(20, "cubic")
     with pytest.raises(UserError, match="spacing"):
         SamplingOptions(spacing="cubic")
+
+
+def test_the_default_density_leans_toward_low_noise():
+    """The pixel stages' Laplace(2, 1.5) with 30 % uniform: 42 % of the batch above log-SNR 2, where uniform t puts 22 % (BENCHMARKS.md)."""
+    schedule = NoiseSchedule(ScheduleConfig())
+    log_snr = schedule.snr.log()
+    default = log_snr[schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0), "laplace")]
+    uniform = log_snr[schedule.sample_timesteps(50_000, torch.Generator().manual_seed(0))]
+    assert 0.39 < (default > 2).float().mean() < 0.45 and 0.19 < (uniform > 2).float().mean() < 0.25
+    assert 0.06 < (default < -2).float().mean() < 0.12  # the high-noise end still trained
