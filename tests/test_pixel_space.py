@@ -52,7 +52,7 @@ def test_old_decoder_configs_read_as_linear():
 
 def test_a_logit_decoder_trains_on_encoded_images_and_draws_pixels(tmp_path, tiny_clip_path):
     path = tmp_path / "d.pt"
-    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, path, "--steps", 60, "--warmup_steps", 5, "--save_every", 60,
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, path, "--steps", 120, "--warmup_steps", 5, "--save_every", 120,
                                                    "--pixel_space", "logit", "--logit_delta", 0.002)) == 0
     data = load_checkpoint(path, "decoder")
     assert data["config"]["pixel_space"] == "logit" and data["config"]["logit_delta"] == 0.002
