@@ -155,8 +155,10 @@ class NoiseSchedule:
         """
         require(1 <= steps <= self.num_steps, f"sampling steps must be between 1 and the schedule's {self.num_steps}, got {steps}")
         require(spacing in SPACINGS, f"unknown timestep spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+        if spacing == "linear":
+            return torch.linspace(self.num_steps - 1, 0, steps).round().long().tolist()  # distinct already, since steps <= T
         u = torch.linspace(1, 0, steps, dtype=torch.float64)
-        timesteps = ((self.num_steps - 1) * (u if spacing == "linear" else u**2)).round().long().tolist()
+        timesteps = ((self.num_steps - 1) * u**2).round().long().tolist()
         for i in range(steps - 2, -1, -1):  # rounding may repeat a small t: keep them strictly decreasing
             timesteps[i] = max(timesteps[i], timesteps[i + 1] + 1)
         return timesteps

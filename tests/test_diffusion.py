@@ -167,6 +167,8 @@ def test_spaced_timesteps_run_from_the_last_step_to_zero(steps):
         assert timesteps[-1] == (0 if steps > 1 else 999)
     assert schedule.spaced_timesteps(20, "quadratic")[-5:] == [44, 25, 11, 3, 0]  # crowded toward t = 0
     assert schedule.spaced_timesteps(20)[-4:] == [158, 105, 53, 0]
+    for n in (15, 29, 57):  # linear: the float32 linspace of before, step for step (float64 would round some steps the other way)
+        assert schedule.spaced_timesteps(n) == torch.linspace(999, 0, n).round().long().tolist()
     with pytest.raises(UserError, match="spacing"):
         schedule.spaced_timesteps(20, "cubic")
     with pytest.raises(UserError, match="spacing"):

@@ -69,7 +69,7 @@ class DiffusionRun:
         self.model = self.stage.bundle.model.to(self.device)
         self.schedule = self.stage.bundle.schedule
         self.ema = EMA(self.model, config.ema_decay)
-        self.extra_emas = {decay: EMA(self.model, decay) for decay in config.extra_ema_decays or []}  # scored after the run
+        self.extra_emas = {f"{decay:g}": EMA(self.model, decay) for decay in config.extra_ema_decays or []}  # by name; scored after the run
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=0.0)
         self.train_set = CaptionedImages(self.splits.train_images, self.splits.train_labels, self.splits.captions, seed=config.seed)
         self.batches = BatchStream(self.train_set, config.batch_size, self.generator)
@@ -93,10 +93,10 @@ class DiffusionRun:
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict({"decay": self.config.ema_decay, "num_updates": training["ema_updates"], "model": state["ema"]})
         saved_extra = training.get("extra_emas", {})
-        require(set(saved_extra) == {f"{d:g}" for d in self.extra_emas}, f"cannot resume {path}: it kept EMAs with decays "
+        require(set(saved_extra) == set(self.extra_emas), f"cannot resume {path}: it kept EMAs with decays "
                 f"{sorted(saved_extra) or 'none'} besides --ema_decay; pass the same --extra_ema_decays")
-        for decay, ema in self.extra_emas.items():
-            ema.load_state_dict({"decay": decay, "num_updates": training["ema_updates"], "model": saved_extra[f"{decay:g}"]})
+        for name, ema in self.extra_emas.items():
+            ema.load_state_dict({"decay": ema.decay, "num_updates": training["ema_updates"], "model": saved_extra[name]})
         self.optimizer.load_state_dict(training["optimizer"])
         self.generator.set_state(training["data_rng"].cpu())  # random states are CPU tensors, wherever the checkpoint was mapped
         torch.set_rng_state(training["torch_rng"].cpu())
@@ -115,9 +115,12 @@ class DiffusionRun:
         training = {"config": self.config.to_dict(), "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "ema_updates": self.ema.num_updates, "data_rng": self.generator.get_state(),
                     "torch_rng": torch.get_rng_state(), "batches": self.batches.state_dict(), "history": self.history, "step": self.step,
-                    "seconds": self.seconds, "extra_emas": {f"{d:g}": ema.model.state_dict() for d, ema in self.extra_emas.items()}}
-        save_checkpoint(self.config.save_path, self.stage.kind, {"config": self.stage.bundle.config.to_dict(), "ema": self.ema.model.state_dict(),
-                                                                 "training": training})
+                    "seconds": self.seconds, "extra_emas": {name: ema.model.state_dict() for name, ema in self.extra_emas.items()}}
+        save_checkpoint(self.config.save_path, self.stage.kind, {**self.sampling_payload(self.ema), "training": training})
+
+    def sampling_payload(self, ema: EMA) -> dict:
+        """What sampling loads from a checkpoint: the model config and one EMA's weights."""
+        return {"config": self.stage.bundle.config.to_dict(), "ema": ema.model.state_dict()}
 
     def train_step(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, forward: Callable) -> float:
         """One optimizer step on one batch (DDPM Algorithm 1); returns the loss."""
@@ -185,8 +188,8 @@ class DiffusionRun:
         }
         curves = {"all t": history["loss"], f"t < {LOW_NOISE_STEPS}": history["loss_low_noise"]}
         title = f"{self.stage.kind} training loss" + (" (min-SNR weighted)" if config.min_snr_gamma else "")
-        extra = [save_checkpoint(extra_ema_path(config.save_path, decay), self.stage.kind,
-                                 {"config": self.stage.bundle.config.to_dict(), "ema": ema.model.state_dict()}) for decay, ema in self.extra_emas.items()]
+        extra = [save_checkpoint(extra_ema_path(config.save_path, name), self.stage.kind, self.sampling_payload(ema))
+                 for name, ema in self.extra_emas.items()]
         written = [Path(config.save_path), *extra, write_json(Path(config.save_path).with_suffix(".json"), metrics),
                    save_loss_curves(curves, output_dir / f"{self.stage.kind}_loss.png", title)] + self.written
         for path in written:
@@ -195,10 +198,10 @@ class DiffusionRun:
         return metrics
 
 
-def extra_ema_path(save_path: str | Path, decay: float) -> Path:
-    """Where the EMA with ``decay`` (from --extra_ema_decays) is written: beside the checkpoint, as a sampling-only checkpoint."""
+def extra_ema_path(save_path: str | Path, decay_name: str) -> Path:
+    """Where the EMA of decay ``decay_name`` (e.g. "0.995", from --extra_ema_decays) is written: beside the checkpoint, as a sampling-only checkpoint."""
     path = Path(save_path)
-    return path.with_name(f"{path.stem}_ema{decay:g}{path.suffix}")
+    return path.with_name(f"{path.stem}_ema{decay_name}{path.suffix}")
 
 
 def train_unclip(config: DiffusionTrainingConfig, log: Callable[[str], None] = print) -> tuple[Stage, dict]:
