@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")
     parser.add_argument("--name", default=None, help="result file name (default: from sampler and steps)")
+    parser.add_argument("--folder", default="outputs/benchmarks", help="where the result file goes")
     parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
     parser.add_argument("--two_sample_steps", type=int, default=300, help="training steps of each fold's classifier")
     args = parser.parse_args()
@@ -100,7 +101,7 @@ def main() -> None:
     name = args.name or f"decoder_quality_{'prior_' if prior else ''}{'cascade_' if args.superres_path else ''}{args.sampler}_{args.steps}"
     write_result(name, {"prior_path": args.prior_path, "decoder_path": args.decoder_path, "superres_path": args.superres_path, "sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "thresholding": args.thresholding, "per_class": args.per_class,
                         "judge_test_accuracy": judge_accuracy, "real_vs_real": reference.real, "two_sample_real_vs_real": floor,
-                        "real_pixels": real_pixels, "results": rows})
+                        "real_pixels": real_pixels, "results": rows}, folder=args.folder)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def classifier_two_sample_test(generated: torch.Tensor, real: torch.Tensor, gene
     strata = torch.cat([real_labels, generated_labels]) * 2 + is_generated.long()  # (class, source) pairs
     fold = stratified_folds(strata, folds, torch.Generator().manual_seed(seed))
     correct = torch.empty(len(images), dtype=torch.bool)
-    for k in range(folds):
+    for k in fold.unique().tolist():  # with fewer images per class and source than folds, some folds stay empty
         correct[fold == k] = train_and_score(images, is_generated, fold != k, steps, seed + k)
     accuracy = correct.float().mean().item()
     return {"accuracy": accuracy, "standard_error": math.sqrt(accuracy * (1 - accuracy) / len(images)),

