@@ -2,10 +2,14 @@
 
     python generate_images.py --prompt six --num_samples 64                        # text-conditioned decoder
     python generate_images.py --prompt zero 1 "a handwritten two" --num_samples 8 --npz out.npz --gif out.gif
-    python generate_images.py --prompt six --prior_path checkpoints/prior.pt       # unCLIP: prompt -> prior -> image decoder
+    python generate_images.py --prompt six --pipeline prior                        # unCLIP: prompt -> prior -> image decoder
     python generate_images.py --image my_digit.png --num_samples 16                # variations of an image
-    python generate_images.py --interpolate three eight --prior_path checkpoints/prior.pt --num_samples 10
-    python generate_images.py --prompt six --superres_path checkpoints/superres.pt  # Imagen: 14x14 base -> super-resolution
+    python generate_images.py --interpolate three eight --pipeline prior --num_samples 10
+    python generate_images.py --prompt six --pipeline cascade                      # Imagen: 14x14 base -> super-resolution
+
+Every stage's weights default to ``checkpoints/<stage>.pt`` when you trained that stage there, and
+otherwise to the shipped ``pretrained/<stage>.safetensors`` (utils.checkpoints.default_weights); the
+paths used are printed. ``--clip_model_path``, ``--decoder_path``, ``--prior_path`` and ``--superres_path`` choose others.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from models.pipeline import ClipConditioner, Decoder, default_checkpoint_name, l
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING, SamplingOptions
 from models.superres import SUPERRES_SAMPLING, Cascade
+from utils.checkpoints import default_weights
 from utils.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
 from utils.config import option
 from utils.errors import UserError, require
@@ -34,6 +39,8 @@ from utils.training import resolve_device
 
 MAX_SAMPLES = 100_000
 DEFAULT_PROMPTS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+PIPELINES = {"decoder": "prompt -> text-conditioned decoder", "prior": "prompt -> prior -> image-conditioned decoder (DALL-E 2)",
+             "cascade": "prompt -> 14x14 base decoder -> super-resolution (Imagen)"}
 
 
 @dataclass
@@ -43,17 +50,18 @@ class GenerateConfig:
     image: str | None = option(None, "make variations of these image files (CLIP-encode, then decode many)", nargs="+")
     interpolate: str | None = option(None, "two prompts or image files: a strip along the spherical path between their embeddings", nargs=2)
     num_samples: int = option(16, "images per prompt or image (with --interpolate: points on the strip)")
-    clip_model_path: str = option("checkpoints/clip.pt", "the CLIP checkpoint the other stages were trained on")
-    decoder_path: str | None = option(None, "decoder checkpoint (default: checkpoints/decoder.pt, or decoder_image.pt with a prior, --image or "
-                                            "--interpolate; with --superres_path the 14x14 base, decoder_14px.pt or decoder_image_14px.pt)")
-    prior_path: str | None = option(None, "a diffusion prior: prompt -> CLIP image embedding -> image-conditioned decoder (DALL-E 2)")
+    pipeline: str = option("decoder", "; ".join(f"{k}: {v}" for k, v in PIPELINES.items()), choices=list(PIPELINES))
+    clip_model_path: str | None = option(None, "the CLIP checkpoint the other stages were trained on (default: checkpoints/clip.pt, else pretrained/clip.safetensors)")
+    decoder_path: str | None = option(None, "decoder checkpoint (default: decoder, or decoder_image with the prior, --image or "
+                                            "--interpolate; in a cascade the 14x14 base, decoder_14px or decoder_image_14px)")
+    prior_path: str | None = option(None, "the diffusion prior's checkpoint (implies --pipeline prior; default: prior)")
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
     steps: int = option(SamplingOptions.steps, "sampler steps (DDPM's original: 1000)")
     spacing: str = option(SamplingOptions.spacing, "how the steps are spread over t (quadratic: crowded towards t = 0)", choices=list(SPACINGS))
     guidance_scale: float = option(DEFAULT_GUIDANCE_SCALE, "classifier-free guidance scale of the decoder (1: no guidance)")
     prior_guidance_scale: float = option(PRIOR_SAMPLING.guidance_scale, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
-    superres_path: str | None = option(None, "a super-resolution model: the decoder draws low-res images, this brings them to full size (Imagen)")
+    superres_path: str | None = option(None, "the super-resolution checkpoint (implies --pipeline cascade; default: superres)")
     superres_steps: int = option(SUPERRES_SAMPLING.steps, "super-resolution sampler steps")
     superres_guidance_scale: float = option(SUPERRES_SAMPLING.guidance_scale, "super-resolution classifier-free guidance scale")
     augmentation_level: float = option(0.1, "super-resolution: noise level in [0, 1] given to the low-res images (Imagen's conditioning augmentation)")
@@ -77,6 +85,11 @@ class GenerateConfig:
         modes = [bool(self.prompt or self.prompts_file), bool(self.image), bool(self.interpolate)]
         require(sum(modes) <= 1, "give prompts, --image or --interpolate, not several")
         require(not (self.interpolate and self.num_samples < 2), "--interpolate needs --num_samples of at least 2")
+        require(not (self.prior_path and self.superres_path), "give --prior_path or --superres_path, not both (a cascade has no prior)")
+        if self.prior_path or self.superres_path:
+            implied = "prior" if self.prior_path else "cascade"
+            require(self.pipeline in ("decoder", implied), f"--{implied.replace('cascade', 'superres')}_path belongs to --pipeline {implied}, not {self.pipeline}")
+            self.pipeline = implied
         for flag in ("output", "npz", "gif"):
             if getattr(self, flag):
                 check_output_file(getattr(self, flag), f"--{flag}")
@@ -88,7 +101,7 @@ class GenerateConfig:
 
     @property
     def needs_image_decoder(self) -> bool:
-        return bool(self.prior_path or self.image or self.interpolate)
+        return bool(self.pipeline == "prior" or self.image or self.interpolate)
 
     def prompts(self) -> list[str]:
         prompts = list(self.prompt or [])
@@ -107,20 +120,28 @@ class Generator:
     def __init__(self, config: GenerateConfig) -> None:
         self.config = config
         device = resolve_device(config.device)
-        self.conditioner = ClipConditioner(load_clip(config.clip_model_path, device))
         condition = "image" if config.needs_image_decoder else "text"
-        base_resolution = 14 if config.superres_path else 0  # the cascade's base, at unclip_train.py's default --low_res_size
-        decoder_path = config.decoder_path or f"checkpoints/{default_checkpoint_name('decoder', condition, base_resolution)}.pt"
+        cascade = config.pipeline == "cascade"
+        base_resolution = 14 if cascade else 0  # the cascade's base, at unclip_train.py's default --low_res_size
+        self.paths = {"CLIP": config.clip_model_path or default_weights("clip"),
+                      "decoder": config.decoder_path or default_weights(default_checkpoint_name("decoder", condition, base_resolution))}
+        if cascade:
+            self.paths["super-resolution"] = config.superres_path or default_weights(default_checkpoint_name("superres", condition))
+        if config.pipeline == "prior":
+            self.paths["prior"] = config.prior_path or default_weights("prior")
+        print("weights: " + ", ".join(f"{stage} {path}" for stage, path in self.paths.items()))
+        paths = {stage: str(path) for stage, path in self.paths.items()}
+        self.conditioner = ClipConditioner(load_clip(paths["CLIP"], device))
         clip = self.conditioner.clip
-        if config.superres_path:
-            self.decoder = Cascade.load(decoder_path, config.superres_path, device, clip, augmentation_level=config.augmentation_level,
+        if cascade:
+            self.decoder = Cascade.load(paths["decoder"], paths["super-resolution"], device, clip, augmentation_level=config.augmentation_level,
                                         superres_steps=config.superres_steps, superres_guidance_scale=config.superres_guidance_scale)
         else:
-            self.decoder = Decoder.load(decoder_path, device, clip)
+            self.decoder = Decoder.load(paths["decoder"], device, clip)
         require(self.decoder.config.condition == condition,
-                f"{decoder_path} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if condition == 'image' else 'a text'}-conditioned decoder"
-                + (" (with a prior, --image or --interpolate: train one with --condition image)" if condition == "image" else " (or give --prior_path)"))
-        self.prior = Prior.load(config.prior_path, device, clip) if config.prior_path else None
+                f"{paths['decoder']} is conditioned on CLIP {self.decoder.config.condition} embeddings, but this mode needs {'an image' if condition == 'image' else 'a text'}-conditioned decoder"
+                + (" (with the prior, --image or --interpolate: train one with --condition image)" if condition == "image" else " (or give --pipeline prior)"))
+        self.prior = Prior.load(paths["prior"], device, clip) if "prior" in paths else None
 
     def from_prompts(self, prompts: list[str]) -> Conditioning:
         """Prompts -> decoder conditioning: text embeddings, or image embeddings drawn by the prior."""
@@ -142,7 +163,7 @@ class Generator:
         """An interpolation end: an image file, or a prompt (through the prior)."""
         if Path(item).is_file():
             return self.from_images([item])[0]
-        require(self.prior is not None, f"{item!r} is not an image file; to interpolate between prompts, give --prior_path")
+        require(self.prior is not None, f"{item!r} is not an image file; to interpolate between prompts, give --pipeline prior")
         return self.from_prompts([item]).embedding[0]
 
 
@@ -176,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     images = generator.decoder.generate(cond, config.sampling, config.chunk_size, record if config.gif else None, progress,
                                         shared_noise=bool(config.interpolate))
     title = f"{config.sampler}, {config.steps} steps, guidance {config.guidance_scale:g}, seed {config.seed}"
-    if config.superres_path:
+    if config.pipeline == "cascade":
         low = generator.decoder.superres.config.low_res_size
         title += f"; {low}x{low} base + super-resolution ({config.superres_steps} steps, augmentation {config.augmentation_level:g})"
     print(f"wrote {write_grid(images, labels, n, title, config.output)}")

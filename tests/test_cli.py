@@ -121,7 +121,7 @@ def test_image_conditioned_decoder_trains_and_generate_explains_the_prior(capsys
     state = load_checkpoint(tmp_path / "img.pt", "decoder")
     assert state["config"]["condition"] == "image" and state["config"]["unet"]["token_dim"] == 0
     capsys.readouterr()
-    assert_one_line_error(capsys, generate(tmp_path, tmp_path / "img.pt", tiny_clip_path, "--prompt", "six"), "or give --prior_path")
+    assert_one_line_error(capsys, generate(tmp_path, tmp_path / "img.pt", tiny_clip_path, "--prompt", "six"), "or give --pipeline prior")
 
 
 def test_download_failure_is_one_line_not_a_hang(capsys, tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ def test_unclip_bad_inputs(capsys, tmp_path, tiny_clip_path, tiny_unclip_paths, 
     argv, match = {
         "unreadable": (["--image", broken], "cannot read image"),
         "missing": (["--image", tmp_path / "none.png"], "does not exist"),
-        "prompt_without_prior": (["--interpolate", "three", "eight"], "give --prior_path"),
+        "prompt_without_prior": (["--interpolate", "three", "eight"], "give --pipeline prior"),
         "text_decoder": (["--prompt", "six", "--prior_path", prior, "--decoder_path", tiny_decoder_path], "needs an image-conditioned decoder"),
         "prior_as_decoder": (["--prompt", "six", "--prior_path", prior, "--decoder_path", prior], "holds a 'prior' model"),
         "decoder_as_prior": (["--prompt", "six", "--prior_path", decoder], "holds a 'decoder' model"),

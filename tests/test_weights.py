@@ -1,0 +1,124 @@
+"""Shared weights (safetensors): exact round trips, one-line errors for tampered files, and the checkpoints/ -> pretrained/ fallback."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+import generate_images
+import utils.checkpoints as checkpoints
+from conftest import assert_one_line_error, run_cli
+from models.conditioning import Conditioning
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.prior import Prior
+from models.samplers import SamplingOptions
+from utils.checkpoints import default_weights, export_weights, load_checkpoint
+from utils.errors import UserError
+
+FEW_STEPS = SamplingOptions(steps=3, seed=5)
+
+
+@pytest.fixture(scope="module")
+def shipped(tiny_clip_path, tiny_decoder_path, tiny_unclip_paths, tiny_cascade_paths, tmp_path_factory):
+    """The tiny models exported as a pretrained/ folder: {stage name: path}."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    sources = {"clip": tiny_clip_path, "decoder": tiny_decoder_path, "decoder_image": tiny_unclip_paths[0], "prior": tiny_unclip_paths[1],
+               "decoder_14px": tiny_cascade_paths[0], "superres": tiny_cascade_paths[1]}
+    return {name: export_weights(path, folder / f"{name}.safetensors") for name, path in sources.items()}
+
+
+def test_weights_hold_no_training_state_and_round_trip_every_field(tiny_decoder_path, shipped):
+    original, weights = load_checkpoint(tiny_decoder_path, "decoder"), load_checkpoint(shipped["decoder"], "decoder")
+    assert "training" in original and set(weights) == {"kind", "format_version", "config", "ema"}
+    assert weights["config"] == original["config"]  # tuples stay tuples through the JSON metadata
+    assert all(torch.equal(weights["ema"][k], v) for k, v in original["ema"].items()) and weights["ema"].keys() == original["ema"].keys()
+    with safe_open(str(shipped["decoder"]), framework="pt") as f:  # the metadata is plain JSON, readable by any safetensors reader
+        assert json.loads(f.metadata()["checkpoint"])["kind"] == "decoder"
+    assert shipped["decoder"].stat().st_size < tiny_decoder_path.stat().st_size
+
+
+def test_shipped_weights_give_the_same_images_as_the_models_they_came_from(tiny_clip_path, tiny_decoder_path, tiny_unclip_paths, shipped):
+    clip, clip_shipped = load_clip(str(tiny_clip_path)), load_clip(str(shipped["clip"]))
+    cond = ClipConditioner(clip).text(["six", "3"])
+    assert torch.equal(cond.embedding, ClipConditioner(clip_shipped).text(["six", "3"]).embedding)
+    decoder, decoder_shipped = Decoder.load(str(tiny_decoder_path), clip=clip), Decoder.load(str(shipped["decoder"]), clip=clip_shipped)
+    assert torch.equal(decoder.generate(cond, FEW_STEPS), decoder_shipped.generate(cond, FEW_STEPS))
+    prior, prior_shipped = Prior.load(str(tiny_unclip_paths[1]), clip=clip), Prior.load(str(shipped["prior"]), clip=clip_shipped)
+    assert torch.equal(prior.sample(cond, FEW_STEPS), prior_shipped.sample(cond, FEW_STEPS))
+
+
+def tampered(path, tmp_path, change):
+    """A copy of the weights at ``path`` with ``change(tensors, metadata)`` applied."""
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        tree = json.loads(f.metadata()["checkpoint"])
+    change(tensors, tree)
+    out = tmp_path / f"tampered_{path.name}"
+    save_file(tensors, str(out), metadata={"checkpoint": json.dumps(tree)})
+    return out
+
+
+def test_tampered_weights_get_one_line_errors(tiny_clip_path, shipped, tmp_path):
+    def reshape(tensors, tree):
+        tensors["ema.head.2.weight"] = torch.zeros(3, 3)  # the UNet's last layer
+
+    def relabel(tensors, tree):
+        tree["kind"] = "prior"
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(shipped["decoder"].read_bytes()[:1000])
+    clip = load_clip(str(tiny_clip_path))
+    cases = [(lambda: Decoder.load(str(tampered(shipped["decoder"], tmp_path, reshape)), clip=clip), "damaged decoder checkpoint"),
+             (lambda: Decoder.load(str(tampered(shipped["decoder"], tmp_path, relabel)), clip=clip), "holds a 'prior' model"),
+             (lambda: Decoder.load(str(shipped["clip"])), "holds a 'clip' model"),
+             (lambda: Decoder.load(str(truncated)), "corrupt"),
+             (lambda: load_clip(str(shipped["decoder"])), "holds a 'decoder' model")]
+    for load, match in cases:
+        with pytest.raises(UserError, match=match) as error:
+            load()
+        assert "\n" not in str(error.value)
+
+
+def test_weights_trained_on_another_clip_are_refused(shipped, tmp_path, capsys):
+    def other_clip(tensors, tree):
+        tensors["model.text_encoder.projection.weight"] = tensors["model.text_encoder.projection.weight"] * 1.01
+
+    clip = tampered(shipped["clip"], tmp_path, other_clip)
+    assert_one_line_error(capsys, run_cli(generate_images.main, ["--clip_model_path", clip, "--decoder_path", shipped["decoder"], "--steps", 2,
+                                                                 "--output", tmp_path / "grid.png"]), "trained on another CLIP")
+
+
+def test_generation_falls_back_to_pretrained_exactly_where_checkpoints_lack_a_stage(shipped, tiny_decoder_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", shipped["clip"].parent)
+    assert default_weights("decoder") == shipped["decoder"]
+    assert default_weights("decoder_image_14px") == checkpoints.CHECKPOINT_DIR / "decoder_image_14px.pt"  # neither: the error names checkpoints/
+
+    def used(*extra):
+        capsys.readouterr()
+        assert run_cli(generate_images.main, ["--prompt", "six", "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png", *extra]) == 0
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("weights: "))
+        return line
+
+    assert used() == f"weights: CLIP {shipped['clip']}, decoder {shipped['decoder']}"
+    assert "prior " + str(shipped["prior"]) in used("--pipeline", "prior") and "decoder_image" in used("--pipeline", "prior")
+    assert f"super-resolution {shipped['superres']}" in used("--pipeline", "cascade")
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(tiny_decoder_path, tmp_path / "checkpoints" / "decoder.pt")  # the user trained a decoder (on the same CLIP here)
+    assert used() == f"weights: CLIP {shipped['clip']}, decoder checkpoints/decoder.pt"
+
+
+def test_every_mode_runs_from_shipped_weights_alone(shipped, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", shipped["clip"].parent)
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "digit.png")
+    for extra in (["--prompt", "six"], ["--prompt", "six", "--pipeline", "prior"], ["--prompt", "six", "--pipeline", "cascade"],
+                  ["--image", tmp_path / "digit.png"], ["--interpolate", "three", "eight", "--pipeline", "prior"]):
+        assert run_cli(generate_images.main, [*extra, "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png"]) == 0, extra
+    assert_one_line_error(capsys, run_cli(generate_images.main, ["--prompt", "six", "--pipeline", "cascade", "--prior_path", shipped["prior"]]),
+                          "belongs to --pipeline prior")
