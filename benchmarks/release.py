@@ -24,15 +24,18 @@ from pathlib import Path
 
 import common  # noqa: F401
 from evaluation.reports import machine
-from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
+from utils.files import write_json
 
 WORK_DIR = Path("checkpoints/release")  # a trial run (--scale below 1) uses checkpoints/release_trial and outputs/release_trial
 OUTPUT_DIR = Path("outputs/release")
+JUDGE_PATH = "checkpoints/judge.pt"  # decoder_quality.py's default: trained on the first run, then cached
 
 
 @dataclass(frozen=True)
 class ReleaseStage:
     name: str  # the file name in checkpoints/ and pretrained/, as generate_images.py looks for it
+    kind: str  # its checkpoint kind
     script: str
     flags: tuple[str, ...]  # beside --save_path, --output_dir, --seed, --device and the step budget
     steps: int  # training steps (CLIP: epochs)
@@ -50,12 +53,12 @@ class ReleaseStage:
 
 # The super-resolution stage is unweighted (min-SNR 0): with min-SNR 5 its samples kept a haze (BENCHMARKS.md, tenth session).
 STAGES = (
-    ReleaseStage("clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
-    ReleaseStage("decoder", "unclip_train.py", (), 16000, "text decoder: CLIP text embedding -> 28x28"),
-    ReleaseStage("decoder_image", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
-    ReleaseStage("prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
-    ReleaseStage("decoder_14px", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
-    ReleaseStage("superres", "unclip_train.py", ("--stage", "superres", "--min_snr_gamma", "0"), 8000, "super-resolution: 14x14 + text -> 28x28"),
+    ReleaseStage("clip", "clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
+    ReleaseStage("decoder", "decoder", "unclip_train.py", (), 16000, "text decoder: CLIP text embedding -> 28x28"),
+    ReleaseStage("decoder_image", "decoder", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
+    ReleaseStage("prior", "prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
+    ReleaseStage("decoder_14px", "decoder", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
+    ReleaseStage("superres", "superres", "unclip_train.py", ("--stage", "superres", "--min_snr_gamma", "0"), 8000, "super-resolution: 14x14 + text -> 28x28"),
 )
 
 # What is judged: each pipeline's decoder_quality.py flags (paths relative to the work folder) and guidance scales.
@@ -96,12 +99,28 @@ def judge(work: Path, outputs: Path, per_class: int) -> dict[str, dict]:
     return results
 
 
-def ship(work: Path, out_dir: Path) -> list[Path]:
-    """The EMA weights of every stage as safetensors, no training state."""
-    written = [export_weights(work / f"{stage.name}.pt", out_dir / f"{stage.name}{WEIGHTS_SUFFIX}") for stage in STAGES]
+def ship(work: Path, out_dir: Path, judge_path: Path) -> list[Path]:
+    """Every stage's EMA weights as safetensors (no training state), each with its training metrics and a
+    thinned loss curve beside it as JSON; and the judge, so that the notebook can measure the shipped models."""
+    written = []
+    for stage in STAGES:
+        checkpoint, weights = work / f"{stage.name}.pt", out_dir / f"{stage.name}{WEIGHTS_SUFFIX}"
+        written.append(export_weights(checkpoint, weights))
+        metrics = json.loads(checkpoint.with_suffix(".json").read_text())
+        history = load_checkpoint(checkpoint, stage.kind)["training"]["history"]
+        metrics["loss_curve"] = {key: thinned(history[key]) for key in ("loss", "loss_low_noise") if key in history}
+        print(f"wrote {write_json(weights.with_suffix('.json'), metrics)}")
+    written.append(export_weights(judge_path, out_dir / f"judge{WEIGHTS_SUFFIX}"))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return written
+
+
+def thinned(curve: list, points: int = 400) -> list:
+    """A loss curve [(step, loss), ...] as the means of ``points`` equal runs of steps: small enough to ship."""
+    size = max(1, -(-len(curve) // points))
+    runs = [curve[i : i + size] for i in range(0, len(curve), size)]
+    return [[run[-1][0], sum(v for _, v in run) / len(run)] for run in runs]
 
 
 def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list[Path], commands: list[list[str]], args: argparse.Namespace) -> str:
@@ -144,7 +163,9 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
                          f"{row['frechet_ratio']:.2f}× | {row['two_sample']['accuracy']:.3f} | {row['pixels']['black']:.1%} | {row['pixels']['saturated']:.1%} |")
     real = any_result["real_pixels"]
     lines += [f"| real held-out digits | | | | 1 | {any_result['two_sample_real_vs_real']['accuracy']:.3f} | {real['black']:.1%} | {real['saturated']:.1%} |",
-              "", "Measured with:", ""]
+              "", f"`judge.safetensors` ({weights[-1].stat().st_size / 1e6:.1f} MB) is the judge these figures were measured with, shipped so that "
+              "`demo.ipynb` can measure the models itself; `quality.json` holds the table above. Each stage's training metrics "
+              "(and a thinned loss curve) are in the JSON file beside its weights.", "", "Measured with:", ""]
     lines += [f"    {result['command']}" for result in results.values()]
     lines += ["", "Training commands (each stage's flags, all run with `--resume`):", ""]
     lines += [f"    python {' '.join(command[1:])}" for command in commands]
@@ -166,11 +187,20 @@ def main() -> None:
     out_dir = Path(args.out_dir) if args.out_dir else (outputs / "pretrained" if trial else PRETRAINED_DIR)
     metrics = train(work, outputs, args.scale, args.seed, args.device)
     results = judge(work, outputs, args.per_class)
-    weights = ship(work, out_dir)
+    weights = ship(work, out_dir, Path(JUDGE_PATH))
     commands = [stage.command(work, outputs, args.scale, args.seed, args.device) for stage in STAGES]
     card = out_dir / "README.md"
     card.write_text(model_card(metrics, results, weights, commands, args))
     print(f"wrote {card}")
+    print(f"wrote {write_json(out_dir / 'quality.json', quality_summary(results))}")
+
+
+def quality_summary(results: dict[str, dict]) -> dict:
+    """The model card's figures, machine-readable: what the notebook compares its own measurements with."""
+    keys = ("guidance_scale", "form", "accuracy", "min_class_accuracy", "frechet_ratio")
+    return {pipeline: {"per_class": result["per_class"], "steps": result["steps"],
+                       "rows": [{**{k: row[k] for k in keys}, "two_sample": row["two_sample"]["accuracy"]} for row in result["results"]]}
+            for pipeline, result in results.items()}
 
 
 if __name__ == "__main__":

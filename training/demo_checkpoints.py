@@ -1,10 +1,12 @@
 """What demo.ipynb needs besides the package itself: its checkpoints, found or quick-trained.
 
-The notebook uses the checkpoints the scripts wrote (``checkpoints/clip.pt``,
-``decoder.pt`` ...) where they exist and fit the CLIP. Any that is missing is
-trained into ``checkpoints/demo/`` by the same trainers the scripts call, with a
-smaller budget (``QUICK``: about six minutes for all of them on a 2-core CPU), or
-a tiny one (``TINY``: seconds, models that draw noise) for the tests.
+For each stage the notebook takes, in this order, the first that exists and fits
+the CLIP: the checkpoint the scripts wrote (``checkpoints/decoder.pt`` ...), the
+shipped release weights (``pretrained/decoder.safetensors`` ...), or one trained
+earlier into ``checkpoints/demo/``. Only when none does is one trained there, by
+the same trainers the scripts call, with a smaller budget (``QUICK``: about six
+minutes for all of them on a 2-core CPU) or a tiny one (``TINY``: seconds, models
+that draw noise) for the tests.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from models.superres import SuperResolution
 from training.clip_trainer import ClipTrainingConfig, train_clip
 from training.diffusion_trainer import train_unclip
 from training.unclip_configs import DecoderTrainingConfig, PriorTrainingConfig, SuperResolutionTrainingConfig
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX
 from utils.errors import UserError
 
 STAGES = {  # name -> (bundle class, training config, options beside the stage's own defaults)
@@ -55,13 +58,20 @@ def fits(bundle_class, path: Path, clip) -> bool:
     return True
 
 
-def ensure_checkpoints(folder: str | Path = "checkpoints", tiny: bool = False, log=print) -> DemoCheckpoints:
-    """Every checkpoint the notebook shows: the scripts' own where they fit, otherwise quick-trained into ``folder/demo``."""
+def ensure_checkpoints(folder: str | Path = "checkpoints", pretrained: str | Path | None = PRETRAINED_DIR, tiny: bool = False,
+                       log=print) -> DemoCheckpoints:
+    """Every checkpoint the notebook shows: the scripts' own, else the shipped ones (``pretrained``; None: never),
+    else quick-trained into ``folder/demo``; each only where it fits the CLIP."""
     folder = Path(folder)
     demo = folder / "demo"
     budget = TINY if tiny else QUICK
     trained: list[str] = []
-    clip_path = folder / "clip.pt" if (folder / "clip.pt").exists() else demo / "clip.pt"
+
+    def candidates(name: str) -> list[Path]:
+        shipped = [Path(pretrained) / f"{name}{WEIGHTS_SUFFIX}"] if pretrained else []
+        return [folder / f"{name}.pt", *shipped, demo / f"{name}.pt"]
+
+    clip_path = next((p for p in candidates("clip") if p.exists()), demo / "clip.pt")
     if not clip_path.exists():
         log(f"no CLIP checkpoint: training one into {clip_path}")
         train_clip(ClipTrainingConfig(save_path=str(clip_path), output_dir=str(demo / "clip"), **budget["clip"]), log=log)
@@ -70,7 +80,7 @@ def ensure_checkpoints(folder: str | Path = "checkpoints", tiny: bool = False, l
     paths = {"clip": clip_path}
     for name, (bundle_class, config_class, options) in STAGES.items():
         assert config_class(**options).checkpoint_name() == name
-        found = next((p for p in (folder / f"{name}.pt", demo / f"{name}.pt") if fits(bundle_class, p, clip)), None)
+        found = next((p for p in candidates(name) if fits(bundle_class, p, clip)), None)
         if found is None:
             found = demo / f"{name}.pt"
             log(f"no {name} checkpoint for this CLIP: training one into {found}")

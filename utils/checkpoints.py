@@ -31,7 +31,7 @@ from safetensors.torch import save as safetensors_bytes
 from utils.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("clip", "decoder", "superres", "prior")  # every kind of checkpoint the trainers write
+KINDS = ("clip", "decoder", "superres", "prior", "judge")  # every kind of checkpoint the trainers and the judge write
 WEIGHTS_SUFFIX = ".safetensors"
 REPOSITORY = Path(__file__).resolve().parents[1]
 PRETRAINED_DIR = REPOSITORY / "pretrained"  # the shipped weights, one file per stage
