@@ -19,11 +19,20 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import common  # noqa: F401
+import torch
+
+from dataloading.datasets import load_dataset
 from evaluation.reports import machine
+from models.conditioning import Conditioning
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.prior import PRIOR_SAMPLING, Prior
+from models.samplers import SamplingOptions
+from models.superres import Cascade
+from utils.plotting import save_grid
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
 from utils.files import write_json
 
@@ -178,6 +187,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--per_class", type=int, default=100, help="images per digit and prompt form when judging")
+    parser.add_argument("--sample_sheet", default=None, help="where the picture of samples goes (default: outputs/release/release_samples.png; "
+                                                             "the README shows docs/release_samples.png)")
     parser.add_argument("--out_dir", default=None, help="where the weights and model card go (default: pretrained/, for a trial outputs/release_trial/pretrained)")
     args = parser.parse_args()
     if args.scale <= 0 or args.per_class <= 0:
@@ -193,6 +204,29 @@ def main() -> None:
     card.write_text(model_card(metrics, results, weights, commands, args))
     print(f"wrote {card}")
     print(f"wrote {write_json(out_dir / 'quality.json', quality_summary(results))}")
+    print(f"wrote {sample_sheet(out_dir, Path(args.sample_sheet) if args.sample_sheet else outputs / 'release_samples.png')}")
+
+
+def sample_sheet(weights_dir: Path, path: Path, per_pipeline: int = 8) -> Path:
+    """The README's picture: for every digit, ``per_pipeline`` samples of each pipeline side by side, from the shipped files."""
+    clip = load_clip(str(weights_dir / f"clip{WEIGHTS_SUFFIX}"))
+    conditioner = ClipConditioner(clip)
+    load = lambda name: Decoder.load(str(weights_dir / f"{name}{WEIGHTS_SUFFIX}"), clip=clip)
+    prior = Prior.load(str(weights_dir / f"prior{WEIGHTS_SUFFIX}"), clip=clip)
+    cascade = Cascade.load(str(weights_dir / f"decoder_14px{WEIGHTS_SUFFIX}"), str(weights_dir / f"superres{WEIGHTS_SUFFIX}"), clip=clip,
+                           augmentation_level=0.1, superres_steps=SamplingOptions.steps)
+    words = [names[0] for names in load_dataset(json.loads((weights_dir / "clip.json").read_text())["dataset"]).captions.names]
+    text = conditioner.text([w for w in words for _ in range(per_pipeline)])
+    sampling = SamplingOptions(seed=0)
+    blocks = [load("decoder").generate(text, sampling),
+              load("decoder_image").generate(Conditioning(prior.sample(text, replace(PRIOR_SAMPLING, seed=0))), sampling),
+              cascade.generate(text, sampling)]  # 3 x [10 * per_pipeline, 1, 28, 28]
+    gap = torch.full((1, *blocks[0].shape[1:]), -0.7)  # a dark grey tile between the pipelines
+    rows = torch.cat([tile for i in range(len(words)) for b, block in enumerate(blocks)
+                      for tile in ([gap] if b else []) + [block[i * per_pipeline : (i + 1) * per_pipeline]]])
+    title = (f"release models, {per_pipeline} samples each: text decoder | prompt -> prior -> image decoder | 14x14 base -> super-resolution "
+             f"(DPM-Solver++ {sampling.steps} steps, guidance {sampling.guidance_scale:g})")
+    return save_grid(rows, path, nrow=3 * per_pipeline + 2, row_labels=[f'"{w}"' for w in words], title=title, scale=0.7)
 
 
 def quality_summary(results: dict[str, dict]) -> dict:

@@ -122,3 +122,12 @@ def test_every_mode_runs_from_shipped_weights_alone(shipped, tmp_path, monkeypat
         assert run_cli(generate_images.main, [*extra, "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png"]) == 0, extra
     assert_one_line_error(capsys, run_cli(generate_images.main, ["--prompt", "six", "--pipeline", "cascade", "--prior_path", shipped["prior"]]),
                           "belongs to --pipeline prior")
+
+
+def test_a_decoder_trains_on_the_shipped_clip(shipped, tmp_path):
+    import unclip_train
+
+    path = tmp_path / "mine.pt"
+    assert run_cli(unclip_train.main, ["--clip_model_path", shipped["clip"], "--steps", 2, "--batch_size", 4, "--channels", "8,16", "--train_subset", 40,
+                                       "--sample_every", 0, "--save_path", path, "--output_dir", tmp_path / "out"]) == 0
+    Decoder.load(str(path), clip=load_clip(str(shipped["clip"])))  # its fingerprint is the shipped CLIP's
