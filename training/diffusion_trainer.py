@@ -61,7 +61,7 @@ class DiffusionRun:
         clip_state = load_checkpoint(config.clip_model_path, "clip")
         clip = load_clip(config.clip_model_path, self.device, clip_state)
         dataset_name = config.dataset or clip_state.get("dataset", "mnist")
-        data_dir = config.data_dir if config.data_dir is not None else clip_state["training"]["config"].get("data_dir")
+        data_dir = config.data_dir if config.data_dir is not None else clip_state.get("training", {}).get("config", {}).get("data_dir")  # shipped weights carry no training state
         self.splits = load_dataset(dataset_name, data_dir).subset(config.train_subset, config.seed)
         require(self.splits.name == clip_state.get("dataset", self.splits.name),
                 f"the CLIP at {config.clip_model_path} was trained on {clip_state.get('dataset')}, not {self.splits.name}")
