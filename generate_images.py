@@ -27,7 +27,7 @@ from models.pipeline import ClipConditioner, Decoder, default_checkpoint_name, l
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING, SamplingOptions
 from models.superres import SUPERRES_SAMPLING, Cascade
-from utils.checkpoints import default_weights
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, default_weights
 from utils.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
 from utils.config import option
 from utils.errors import UserError, require
@@ -130,10 +130,20 @@ class Generator:
         if config.pipeline == "prior":
             self.paths["prior"] = config.prior_path or default_weights("prior")
         print("weights: " + ", ".join(f"{stage} {path}" for stage, path in self.paths.items()))
+        try:
+            self.load(config, condition, device)
+        except UserError as err:
+            shipped = [stage for stage, path in self.paths.items() if Path(path).suffix == WEIGHTS_SUFFIX]
+            if "another CLIP" in str(err) and shipped and "CLIP" not in shipped:  # the user's CLIP, a shipped stage
+                raise UserError(f"{err} (your CLIP is {self.paths['CLIP']}, the {', '.join(shipped)} shipped: train those stages on your CLIP, "
+                                f"or give --clip_model_path {PRETRAINED_DIR / 'clip.safetensors'})") from None
+            raise
+
+    def load(self, config: GenerateConfig, condition: str, device: torch.device) -> None:
         paths = {stage: str(path) for stage, path in self.paths.items()}
         self.conditioner = ClipConditioner(load_clip(paths["CLIP"], device))
         clip = self.conditioner.clip
-        if cascade:
+        if config.pipeline == "cascade":
             self.decoder = Cascade.load(paths["decoder"], paths["super-resolution"], device, clip, augmentation_level=config.augmentation_level,
                                         superres_steps=config.superres_steps, superres_guidance_scale=config.superres_guidance_scale)
         else:

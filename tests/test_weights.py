@@ -61,6 +61,11 @@ def tampered(path, tmp_path, change):
     return out
 
 
+def other_clip(tensors, tree):
+    """Tampering that makes a CLIP another one: its text projection, which the fingerprint hashes, changes."""
+    tensors["model.text_encoder.projection.weight"] = tensors["model.text_encoder.projection.weight"] * 1.01
+
+
 def test_tampered_weights_get_one_line_errors(tiny_clip_path, shipped, tmp_path):
     def reshape(tensors, tree):
         tensors["ema.head.2.weight"] = torch.zeros(3, 3)  # the UNet's last layer
@@ -83,9 +88,6 @@ def test_tampered_weights_get_one_line_errors(tiny_clip_path, shipped, tmp_path)
 
 
 def test_weights_trained_on_another_clip_are_refused(shipped, tmp_path, capsys):
-    def other_clip(tensors, tree):
-        tensors["model.text_encoder.projection.weight"] = tensors["model.text_encoder.projection.weight"] * 1.01
-
     clip = tampered(shipped["clip"], tmp_path, other_clip)
     assert_one_line_error(capsys, run_cli(generate_images.main, ["--clip_model_path", clip, "--decoder_path", shipped["decoder"], "--steps", 2,
                                                                  "--output", tmp_path / "grid.png"]), "trained on another CLIP")
@@ -131,3 +133,13 @@ def test_a_decoder_trains_on_the_shipped_clip(shipped, tmp_path):
     assert run_cli(unclip_train.main, ["--clip_model_path", shipped["clip"], "--steps", 2, "--batch_size", 4, "--channels", "8,16", "--train_subset", 40,
                                        "--sample_every", 0, "--save_path", path, "--output_dir", tmp_path / "out"]) == 0
     Decoder.load(str(path), clip=load_clip(str(shipped["clip"])))  # its fingerprint is the shipped CLIP's
+
+
+def test_your_clip_with_a_shipped_stage_says_how_to_fix_it(shipped, tmp_path, monkeypatch, capsys):
+    """The user trained only CLIP: the shipped decoder does not fit it, and the one-line error names both ways out."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", shipped["clip"].parent)
+    mine = load_checkpoint(tampered(shipped["clip"], tmp_path, other_clip), "clip")
+    checkpoints.save_checkpoint(tmp_path / "checkpoints" / "clip.pt", "clip", {k: v for k, v in mine.items() if k not in ("kind", "format_version")})
+    code = run_cli(generate_images.main, ["--prompt", "six", "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png"])
+    assert_one_line_error(capsys, code, "give --clip_model_path")
