@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models.conditioning import Conditioning
 from models.diffusion import SPACINGS
-from models.pipeline import ClipConditioner, Decoder, default_checkpoint_name, load_clip, slerp
+from models.pipeline import ClipConditioner, ClipMismatch, Decoder, default_checkpoint_name, load_clip, slerp
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, THRESHOLDING, SamplingOptions
 from models.superres import SUPERRES_SAMPLING, Cascade
@@ -132,10 +132,10 @@ class Generator:
         print("weights: " + ", ".join(f"{stage} {path}" for stage, path in self.paths.items()))
         try:
             self.load(config, condition, device)
-        except UserError as err:
+        except ClipMismatch as err:
             shipped = [stage for stage, path in self.paths.items() if Path(path).suffix == WEIGHTS_SUFFIX]
-            if "another CLIP" in str(err) and shipped and "CLIP" not in shipped:  # the user's CLIP, a shipped stage
-                raise UserError(f"{err} (your CLIP is {self.paths['CLIP']}, the {', '.join(shipped)} shipped: train those stages on your CLIP, "
+            if shipped and "CLIP" not in shipped:  # the user's CLIP, a shipped stage
+                raise ClipMismatch(f"{err} (your CLIP is {self.paths['CLIP']}, the {', '.join(shipped)} shipped: train those stages on your CLIP, "
                                 f"or give --clip_model_path {PRETRAINED_DIR / 'clip.safetensors'})") from None
             raise
 

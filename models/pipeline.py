@@ -28,6 +28,10 @@ from utils.errors import UserError, require
 from utils.training import autocast
 
 
+class ClipMismatch(UserError):
+    """A stage loaded with another CLIP than the one it was trained on (a UserError: one line, exit code 2)."""
+
+
 def clip_fingerprint(clip: TinyCLIP) -> dict:
     """What a decoder must agree on with the CLIP it was trained on."""
     weights = clip.text_encoder.projection.weight.detach().float().cpu().numpy().tobytes()
@@ -137,9 +141,12 @@ class DiffusionBundle:
     def check_clip(self, clip: TinyCLIP, path: str) -> None:
         """A diffusion stage only understands the CLIP space it was trained in."""
         mine, theirs = self.config.clip, clip_fingerprint(clip)
-        require(mine["embed_dim"] == theirs["embed_dim"], f"{path} was trained on a CLIP with {mine['embed_dim']}-d embeddings, this CLIP has {theirs['embed_dim']}")
-        require(mine["tokenizer"] == theirs["tokenizer"], f"{path} was trained with another tokenizer than this CLIP's")
-        require(mine["weights_sha1"] == theirs["weights_sha1"], f"{path} was trained on another CLIP checkpoint (weights differ); retrain it on this CLIP, or use the CLIP checkpoint it was trained on")
+        for agrees, message in (
+            (mine["embed_dim"] == theirs["embed_dim"], f"{path} was trained on a CLIP with {mine['embed_dim']}-d embeddings, this CLIP has {theirs['embed_dim']}"),
+            (mine["tokenizer"] == theirs["tokenizer"], f"{path} was trained with another tokenizer than this CLIP's"),
+            (mine["weights_sha1"] == theirs["weights_sha1"], f"{path} was trained on another CLIP checkpoint (weights differ); retrain it on this CLIP, or use the CLIP checkpoint it was trained on")):
+            if not agrees:
+                raise ClipMismatch(message)
 
     @property
     def device(self) -> torch.device:
