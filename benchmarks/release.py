@@ -3,6 +3,8 @@
     python benchmarks/release.py                      # about 80 minutes on a 2-core CPU (see pretrained/README.md)
     python benchmarks/release.py --scale 0.01         # the same recipe in minutes, to try it: into outputs/release_trial/
     python benchmarks/release.py --device cuda        # on a GPU
+    python benchmarks/release.py --seed 1 --run_name release_seed1   # run it again: checkpoints/, outputs/ and weights
+                                                      # under that name (outputs/release_seed1/pretrained), pretrained/ untouched
 
 Every stage is trained by the project's own trainers (``clip_train.py``, ``unclip_train.py``) for longer
 than their quick defaults, into ``checkpoints/release/``. Every run is started with ``--resume``, so an
@@ -33,12 +35,12 @@ from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import SamplingOptions
 from models.superres import Cascade
 from utils.plotting import save_grid
-from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, default_weights, export_weights, load_checkpoint
 from utils.files import write_json
 
 WORK_DIR = Path("checkpoints/release")  # a trial run (--scale below 1) uses checkpoints/release_trial and outputs/release_trial
 OUTPUT_DIR = Path("outputs/release")
-JUDGE_PATH = "checkpoints/judge.pt"  # decoder_quality.py's default: trained on the first run, then cached
+JUDGE = "judge"  # checkpoints/judge.pt (decoder_quality.py trains and caches it on its first run), else the shipped judge
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class ReleaseStage:
 # The super-resolution stage is unweighted (min-SNR 0): with min-SNR 5 its samples kept a haze (BENCHMARKS.md, tenth session).
 STAGES = (
     ReleaseStage("clip", "clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
-    ReleaseStage("decoder", "decoder", "unclip_train.py", (), 16000, "text decoder: CLIP text embedding -> 28x28"),
+    ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999"), 16000, "text decoder: CLIP text embedding -> 28x28"),
     ReleaseStage("decoder_image", "decoder", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
     ReleaseStage("prior", "prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
     ReleaseStage("decoder_14px", "decoder", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
@@ -71,8 +73,11 @@ STAGES = (
 )
 
 # What is judged: each pipeline's decoder_quality.py flags (paths relative to the work folder) and guidance scales.
+# The text decoder also keeps a longer EMA beside its main one (0.995); it is judged too but not shipped (a pipeline
+# whose files a run lacks, as the first release run lacks the extra EMA, is left out).
 PIPELINES = {
-    "text decoder": (["--decoder_path", "decoder.pt"], [1.5, 1.75, 2.0]),
+    "text decoder": (["--decoder_path", "decoder.pt"], [1.5, 1.6, 1.75, 2.0]),
+    "text decoder, EMA 0.999": (["--decoder_path", "decoder_ema0.999.pt"], [1.5, 1.75]),
     "prior -> image decoder": (["--prior_path", "prior.pt", "--decoder_path", "decoder_image.pt"], [2.0]),
     "cascade: 14x14 base -> super-resolution": (["--decoder_path", "decoder_14px.pt", "--superres_path", "superres.pt"], [2.0]),
 }
@@ -94,16 +99,19 @@ def train(work: Path, outputs: Path, scale: float, seed: int, device: str) -> di
     return metrics
 
 
-def judge(work: Path, outputs: Path, per_class: int) -> dict[str, dict]:
+def judge(work: Path, outputs: Path, per_class: int, judge_path: Path) -> dict[str, dict]:
     """Each pipeline's decoder_quality.py result file, measured again when a stage is newer than it."""
     results = {}
     for i, (pipeline, (flags, scales)) in enumerate(PIPELINES.items()):
         name, paths = f"release_{i}", [work / f if f.endswith(".pt") else f for f in flags]
         result_path = outputs / "quality" / f"{name}.json"
         judged = [work / "clip.pt", *(p for p in paths if isinstance(p, Path))]
+        if not all(p.exists() for p in judged):
+            continue
         if not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged):
-                run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(work / "clip.pt"), *map(str, paths),
-                 "--per_class", str(per_class), "--guidance_scales", *map(str, scales), "--name", name, "--folder", str(outputs / "quality")])
+            run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(work / "clip.pt"), *map(str, paths),
+                 "--judge_path", str(judge_path), "--per_class", str(per_class), "--guidance_scales", *map(str, scales),
+                 "--name", name, "--folder", str(outputs / "quality")])
         results[pipeline] = json.loads(result_path.read_text())
     return results
 
@@ -189,16 +197,22 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=100, help="images per digit and prompt form when judging")
     parser.add_argument("--sample_sheet", default=None, help="where the picture of samples goes (default: outputs/release/release_samples.png; "
                                                              "the README shows docs/release_samples.png)")
-    parser.add_argument("--out_dir", default=None, help="where the weights and model card go (default: pretrained/, for a trial outputs/release_trial/pretrained)")
+    parser.add_argument("--run_name", default="release", help="names the run's folders: checkpoints/<run_name>, outputs/<run_name> "
+                                                                 "(a trial adds _trial); a name other than release keeps pretrained/ untouched")
+    parser.add_argument("--out_dir", default=None, help="where the weights and model card go (default: pretrained/, for a trial "
+                                                         "or another --run_name outputs/<run_name>/pretrained)")
     args = parser.parse_args()
     if args.scale <= 0 or args.per_class <= 0:
         parser.error("--scale and --per_class must be positive")
     trial = args.scale < 1
-    work, outputs = (Path(f"{WORK_DIR}_trial"), Path(f"{OUTPUT_DIR}_trial")) if trial else (WORK_DIR, OUTPUT_DIR)
-    out_dir = Path(args.out_dir) if args.out_dir else (outputs / "pretrained" if trial else PRETRAINED_DIR)
+    run_name = args.run_name + ("_trial" if trial else "")
+    work, outputs = WORK_DIR.parent / run_name, OUTPUT_DIR.parent / run_name
+    out_dir = Path(args.out_dir) if args.out_dir else (PRETRAINED_DIR if run_name == "release" else outputs / "pretrained")
+    judge_path = default_weights(JUDGE)
+    print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
     metrics = train(work, outputs, args.scale, args.seed, args.device)
-    results = judge(work, outputs, args.per_class)
-    weights = ship(work, out_dir, Path(JUDGE_PATH))
+    results = judge(work, outputs, args.per_class, judge_path)
+    weights = ship(work, out_dir, judge_path)
     commands = [stage.command(work, outputs, args.scale, args.seed, args.device) for stage in STAGES]
     card = out_dir / "README.md"
     card.write_text(model_card(metrics, results, weights, commands, args))
