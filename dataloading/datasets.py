@@ -17,6 +17,7 @@ import gzip
 import random
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dataloading.attributes import DATASET_ATTRIBUTES, AttributeBins, measure
 from dataloading.captions import CAPTION_SETS, CaptionSet
+from dataloading.style_captions import CAPTION_STYLES, STYLE_CAPTION_SETS, StyleCaptions
 from utils.checkpoints import random_state_from_list, random_state_to_list
 from utils.errors import UserError
 from utils.images import to_signed_float
@@ -53,6 +56,37 @@ class ImageSplits:
     @property
     def captions(self) -> CaptionSet:
         return CAPTION_SETS[self.name]
+
+    def caption_set(self, style: str) -> CaptionSet | StyleCaptions:
+        """The captions a trainer draws: "class" (the class named in varied phrasings) or "style" (also how it is drawn)."""
+        if style not in CAPTION_STYLES:
+            raise UserError(f"unknown caption style {style!r}; choose from {', '.join(CAPTION_STYLES)}")
+        return self.captions if style == "class" else STYLE_CAPTION_SETS[self.name]
+
+    @cached_property
+    def train_attributes(self) -> torch.Tensor:
+        """[N, A] the measured style attributes of every training image (dataloading.attributes), measured on first use."""
+        return measure(self.train_images, DATASET_ATTRIBUTES[self.name])
+
+    @cached_property
+    def test_attributes(self) -> torch.Tensor:
+        return measure(self.test_images, DATASET_ATTRIBUTES[self.name])
+
+    @cached_property
+    def attribute_bins(self) -> AttributeBins:
+        """The terciles of every attribute within each class of this training split: the same for every script."""
+        return AttributeBins.fit(self.train_attributes, self.train_labels, self.captions.num_classes, DATASET_ATTRIBUTES[self.name])
+
+    def terciles(self, part: str) -> torch.Tensor:
+        """[N, A] long: the tercile (0, 1, 2) of every attribute of the "train" or "test" images."""
+        values, labels = (self.train_attributes, self.train_labels) if part == "train" else (self.test_attributes, self.test_labels)
+        return self.attribute_bins.terciles(values, labels)
+
+    def training_set(self, caption_style: str, seed: int) -> "CaptionedImages":
+        """The training split as (image, caption, label) with freshly drawn captions of ``caption_style``."""
+        captions = self.caption_set(caption_style)
+        terciles = self.terciles("train") if caption_style == "style" else None
+        return CaptionedImages(self.train_images, self.train_labels, captions, seed=seed, terciles=terciles)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -189,24 +223,31 @@ class CaptionedImages(Dataset):
     the in-memory tensor instead of one Python call per image.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: CaptionSet, seed: int = 0) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: CaptionSet | StyleCaptions, seed: int = 0,
+                 terciles: torch.Tensor | None = None) -> None:
         self.images = images  # uint8 [N, C, H, W]
         self.labels = labels  # long [N]
         self.captions = captions
+        self.terciles = terciles.tolist() if terciles is not None else None  # [N][A] attribute terciles, for style captions
         self.rng = random.Random(seed)
+
+    def caption(self, i: int) -> str:
+        """A freshly drawn caption of item ``i``."""
+        label = int(self.labels[i])
+        if self.terciles is None:
+            return self.captions.sample(label, self.rng)
+        return self.captions.sample(label, self.rng, self.terciles[i])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
-        label = int(self.labels[i])
-        return to_signed_float(self.images[i]), self.captions.sample(label, self.rng), label
+        return to_signed_float(self.images[i]), self.caption(i), int(self.labels[i])
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
         """(images [B, C, H, W] in [-1, 1], freshly drawn captions, labels [B], idx [B]) for the items ``idx``."""
-        labels = self.labels[idx]
-        captions = [self.captions.sample(int(y), self.rng) for y in labels]
-        return to_signed_float(self.images[idx]), captions, labels, idx
+        captions = [self.caption(int(i)) for i in idx]
+        return to_signed_float(self.images[idx]), captions, self.labels[idx], idx
 
     def batches(
         self, batch_size: int, generator: torch.Generator, drop_last: bool = True

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 from dataloading.augment import random_affine
 from dataloading.captions import CAPTION_SETS
 from dataloading.character_tokenizer import CharTokenizer
-from dataloading.datasets import CaptionedImages, ImageSplits, load_dataset
+from dataloading.datasets import ImageSplits, load_dataset
+from dataloading.style_captions import CAPTION_STYLES, STYLE_CAPTION_SETS
+from evaluation.attributes import clip_attribute_retrieval
 from evaluation.metrics import evaluate_clip
 from models.clip import CLIPConfig, TinyCLIP, contrastive_loss, encode_images
 from utils.checkpoints import checkpoint_to_resume, random_state_from_list, random_state_to_list, save_checkpoint
@@ -37,6 +39,7 @@ class ClipTrainingConfig:
     dataset: str = option("mnist", "mnist (the embedded 5,000 digits, or IDX files with --data_dir) or fashion", choices=sorted(CAPTION_SETS))
     data_dir: str | None = option(None, "folder with the IDX files (plain or .gz)")
     download: bool = option(False, "download the dataset with torchvision (needs internet)")
+    captions: str = option("class", "class: captions name the class (\"a handwritten six\"); style: also how it is drawn, by measured thickness, slant and width (\"a thick six slanted left\")", choices=list(CAPTION_STYLES))
     epochs: int = option(15, "passes over the training split")
     batch_size: int = option(128, "images (and captions) per contrastive batch")
     lr: float = option(3e-3, "peak learning rate of the one-cycle schedule")
@@ -72,7 +75,7 @@ class ClipRun:
         self.splits = (splits or load_dataset(config.dataset, config.data_dir, config.download)).subset(config.train_subset, config.seed)
         channels, height, _ = self.splits.image_shape
         self.model = TinyCLIP(CLIPConfig(embed_dim=config.embed_dim, image_channels=channels, image_size=height), CharTokenizer()).to(self.device)
-        self.train_set = CaptionedImages(self.splits.train_images, self.splits.train_labels, self.splits.captions, seed=config.seed)
+        self.train_set = self.splits.training_set(config.captions, config.seed)
         self.steps_per_epoch = len(self.train_set) // config.batch_size
         require(self.steps_per_epoch > 0, f"--batch_size {config.batch_size} is larger than the {len(self.train_set)} training images")
         decay, no_decay = [], []
@@ -92,8 +95,9 @@ class ClipRun:
         if state is None:
             return
         training = state["training"]
-        require(training["config"]["dataset"] == self.config.dataset and state["config"]["embed_dim"] == self.config.embed_dim,
-                f"cannot resume {path}: it was trained with other data or embedding size")
+        require(training["config"]["dataset"] == self.config.dataset and state["config"]["embed_dim"] == self.config.embed_dim
+                and training["config"].get("captions", "class") == self.config.captions,
+                f"cannot resume {path}: it was trained with other data, captions or embedding size")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
@@ -148,6 +152,10 @@ class ClipRun:
             "train_images_per_second": round(self.throughput.images_per_second, 1), "parameters": count_parameters(self.model),
             "device": str(self.device), "config": asdict(config),
         }
+        metrics["attribute_retrieval"] = clip_attribute_retrieval(self.model, self.splits, STYLE_CAPTION_SETS[self.splits.name])
+        adjective = metrics["attribute_retrieval"]["adjective"]
+        self.log("attribute retrieval on held-out images (AUC of \"a thick six\" against \"a thin six\", ...; mean over classes): "
+                 + ", ".join(f"{name} {summary['mean']:.3f}" for name, summary in adjective.items()))
         written = [Path(config.save_path), write_json(Path(config.save_path).with_suffix(".json"), metrics)]
         written += write_clip_plots(self.model, self.splits, self.history, Path(config.output_dir))
         for path in written:

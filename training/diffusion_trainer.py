@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
-from dataloading.datasets import BatchStream, CaptionedImages, load_dataset
+from dataloading.datasets import BatchStream, load_dataset
 from models.pipeline import ClipConditioner, load_clip
 from training.stages import Stage, build_stage
 from training.unclip_configs import DiffusionTrainingConfig
@@ -71,7 +71,7 @@ class DiffusionRun:
         self.ema = EMA(self.model, config.ema_decay)
         self.extra_emas = {f"{decay:g}": EMA(self.model, decay) for decay in config.extra_ema_decays or []}  # by name; scored after the run
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=0.0)
-        self.train_set = CaptionedImages(self.splits.train_images, self.splits.train_labels, self.splits.captions, seed=config.seed)
+        self.train_set = self.splits.training_set(config.captions, config.seed)
         self.batches = BatchStream(self.train_set, config.batch_size, self.generator)
         self.history: dict = {"loss": [], "loss_low_noise": [], "loss_by_bucket": np.zeros((LOSS_BUCKETS, 2)).tolist()}
         self.step, self.seconds = 0, 0.0
@@ -90,6 +90,8 @@ class DiffusionRun:
             raise UserError(f"cannot resume {path}: its model config is damaged ({type(err).__name__})") from None
         require(saved.to_dict() == self.stage.bundle.config.to_dict(), f"cannot resume {path}: it was trained with another model, schedule or CLIP")
         training = state["training"]
+        saved_captions = training.get("config", {}).get("captions", "class")
+        require(saved_captions == self.config.captions, f"cannot resume {path}: it was trained on --captions {saved_captions}, not {self.config.captions}")
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict({"decay": self.config.ema_decay, "num_updates": training["ema_updates"], "model": state["ema"]})
         saved_extra = training.get("extra_emas", {})

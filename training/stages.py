@@ -59,14 +59,30 @@ class Stage(Protocol):
 
 
 class ConditioningCache:
-    """CLIP is frozen, so each training caption (~160) and image is encoded once, not every step."""
+    """CLIP is frozen, so each caption and image is encoded once, not every step.
 
-    def __init__(self, conditioner: ClipConditioner, splits: ImageSplits) -> None:
-        captions = splits.captions.all_train_captions()
-        cond = conditioner.text(captions)
-        self.index = {caption: i for i, caption in enumerate(captions)}
-        self.text_embeddings, self.tokens, self.mask = cond.embedding.cpu(), cond.tokens.cpu(), cond.token_mask.cpu()
+    The class captions (~160) are encoded up front; style captions (dataloading.style_captions) are too many to
+    list (about 19,000), so each is encoded the first time a batch draws it and kept. Token states [L, T] per caption
+    are kept only for a stage that cross-attends to them (``keep_tokens``): for every style caption they would take ~0.5 GB.
+    """
+
+    def __init__(self, conditioner: ClipConditioner, splits: ImageSplits, keep_tokens: bool) -> None:
+        self.conditioner, self.keep_tokens = conditioner, keep_tokens
+        self.index: dict[str, int] = {}
+        self.rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []  # per caption: (embedding [D], tokens [L, T], mask [L])
+        self.encode(splits.captions.all_train_captions())
         self.clip, self.train_images = conditioner.clip, splits.train_images
+
+    def encode(self, captions: list[str]) -> None:
+        """Encode the captions not seen before."""
+        new = sorted({c for c in captions if c not in self.index})
+        if not new:
+            return
+        cond = self.conditioner.text(new)
+        for i, caption in enumerate(new):
+            self.index[caption] = len(self.rows)
+            tokens = (cond.tokens[i].cpu(), cond.token_mask[i].cpu()) if self.keep_tokens else (None, None)
+            self.rows.append((cond.embedding[i].cpu(), *tokens))
 
     @cached_property
     def image_embeddings(self) -> torch.Tensor:
@@ -74,10 +90,17 @@ class ConditioningCache:
         return encode_images(self.clip, self.train_images)
 
     def text(self, texts: list[str], use_tokens: bool) -> Conditioning:
-        rows = torch.tensor([self.index[t] for t in texts])
+        self.encode(texts)
+        rows = [self.rows[self.index[t]] for t in texts]
+        embeddings = torch.stack([r[0] for r in rows])  # [B, D]
         if not use_tokens:
-            return Conditioning(self.text_embeddings[rows])
-        return Conditioning(self.text_embeddings[rows], self.tokens[rows], self.mask[rows])
+            return Conditioning(embeddings)
+        if not self.keep_tokens:
+            raise ValueError("this cache was built without token states")
+        length = max(len(r[1]) for r in rows)  # captions were encoded in groups padded to their own longest
+        tokens = torch.stack([torch.nn.functional.pad(r[1], (0, 0, 0, length - len(r[1]))) for r in rows])  # [B, L, T]
+        mask = torch.stack([torch.nn.functional.pad(r[2].int(), (0, length - len(r[2]))) for r in rows]).bool()  # [B, L]
+        return Conditioning(embeddings, tokens, mask)
 
 
 def schedule_config(config: DiffusionTrainingConfig) -> ScheduleConfig:
@@ -110,7 +133,7 @@ class UNetStage:
             pixel_space=config.pixel_space, logit_delta=config.logit_delta,
         )
         self.bundle = self.bundle_class(model_config)
-        self.cache = ConditioningCache(conditioner, splits)
+        self.cache = ConditioningCache(conditioner, splits, keep_tokens=self.use_tokens)
         self.splits, self.conditioner = splits, conditioner
 
     def describe(self, what: str) -> str:
@@ -215,7 +238,7 @@ class PriorStage:
         )
         self.use_tokens = config.prior_tokens
         self.bundle = Prior(model_config)
-        self.cache = ConditioningCache(conditioner, splits)
+        self.cache = ConditioningCache(conditioner, splits, keep_tokens=self.use_tokens)
         self.scale = embedding_scale(clip.config.embed_dim)
         self.splits, self.conditioner = splits, conditioner
         self.description = (f"diffusion prior: {count_parameters(self.bundle.model):,} parameters, text embedding{' + tokens' if self.use_tokens else ''}"

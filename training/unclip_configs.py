@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from dataloading.style_captions import CAPTION_STYLES
 from models.diffusion import LAPLACE_MEAN, LAPLACE_SCALE, PREDICTIONS, SCHEDULES, TIMESTEP_DENSITIES, UNIFORM_SHARE
 from models.pipeline import default_checkpoint_name
 from models.pixel_space import LOGIT_DELTA, PIXEL_SPACES
@@ -56,6 +57,7 @@ class DiffusionTrainingConfig:
     # The decoder's loss is unweighted: min-SNR-5 scaled its low-noise steps down and left grain in its samples (BENCHMARKS.md, "The decoder's loss").
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma, 0: off")
     dataset: str | None = option(None, "mnist or fashion (default: the CLIP checkpoint's)")
+    captions: str = option("class", "class: captions name the class (\"a handwritten six\"); style: also how it is drawn, by measured thickness, slant and width (\"a thick six slanted left\")", choices=list(CAPTION_STYLES))
     data_dir: str | None = option(None, "folder with IDX files (default: the CLIP checkpoint's)")
     train_subset: int = option(0, "train on only this many images (0: all), for quick tests")
     sample_every: int = option(1000, "write a sample grid every N steps (0: only at the end)")

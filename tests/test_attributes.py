@@ -1,0 +1,163 @@
+"""Style attributes (dataloading/attributes.py) and the captions that name them (dataloading/style_captions.py)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from dataloading.attributes import (DATASET_ATTRIBUTES, AttributeBins, deskewed_width, measure, skeletonize, slant_degrees,
+                                    stroke_thickness, synthetic_stroke)
+from dataloading.style_captions import MNIST_STYLE, STYLE_CAPTION_SETS
+from evaluation.attributes import pair_auc
+
+THICK_WORDS, THIN_WORDS = ("thick", "bold"), ("thin",)
+LEFT_WORDS, RIGHT_WORDS = ("left-slanted", "slanted left", "leaning left"), ("right-slanted", "slanted right", "leaning right")
+
+
+def says(caption: str, words: tuple[str, ...]) -> bool:
+    return any(w in caption for w in words)
+
+
+@pytest.mark.parametrize("slant", [-15.0, 0.0, 15.0])
+@pytest.mark.parametrize("shape_width", [0.0, 10.0])  # a bar, a box outline
+def test_thickness_of_synthetic_strokes(slant, shape_width):
+    measured = [float(stroke_thickness(synthetic_stroke(thickness=t, slant=slant, width=shape_width))) for t in (1, 2, 3, 4, 5, 6)]
+    for true, value in zip((1, 2, 3, 4, 5, 6), measured):
+        assert abs(value - true) < 0.8, (true, measured)  # a sheared stroke is thinner across than along a row
+    assert measured == sorted(measured)
+
+
+def test_slant_of_synthetic_strokes():
+    for degrees in (-25, -10, 0, 10, 25):
+        for thickness in (2, 4):
+            assert abs(float(slant_degrees(synthetic_stroke(thickness=thickness, slant=degrees))) - degrees) < 1.5
+
+
+def test_width_grows_with_the_shape_and_ignores_slant():
+    widths = {w: [float(deskewed_width(synthetic_stroke(thickness=2, width=w, slant=s))) for s in (-15, 0, 15)] for w in (4, 8, 12)}
+    assert widths[4][1] < widths[8][1] < widths[12][1]
+    for values in widths.values():
+        assert max(values) - min(values) < 0.5, widths
+
+
+def test_skeleton_is_one_pixel_wide_and_keeps_the_bar():
+    bar = synthetic_stroke(thickness=5, length=16)[:, 0] >= 128  # [1, 28, 28]
+    skeleton = skeletonize(bar)
+    rows = skeleton[0].sum(1)  # skeleton pixels per row
+    assert rows.max() == 1 and rows.sum() >= 10  # one pixel per row, most of the bar's height kept
+    assert not (skeleton & ~bar).any()
+    assert skeletonize(torch.zeros(2, 28, 28, dtype=torch.bool)).sum() == 0
+
+
+def test_terciles_split_each_class_in_thirds(embedded_splits):
+    terciles, labels = embedded_splits.terciles("train"), embedded_splits.train_labels  # [N, A]
+    for c in (0, 6):
+        for a in range(terciles.shape[1]):
+            shares = torch.bincount(terciles[labels == c, a], minlength=3).float() / (labels == c).sum()
+            assert (shares - 1 / 3).abs().max() < 0.02, shares
+    held_out = torch.bincount(embedded_splits.terciles("test")[:, 0], minlength=3).float() / len(embedded_splits.test_labels)
+    assert (held_out - 1 / 3).abs().max() < 0.08  # held-out images binned by the training split's edges
+
+
+def test_bins_of_a_class_without_images_fall_back_to_all():
+    values, labels = torch.arange(30, dtype=torch.float32)[:, None], torch.zeros(30, dtype=torch.long)
+    bins = AttributeBins.fit(values, labels, 2, DATASET_ATTRIBUTES["mnist"][:1])
+    assert torch.equal(bins.edges[0], bins.edges[1])
+    assert bins.terciles(torch.tensor([[0.0], [15.0], [29.0]]), torch.tensor([1, 1, 1])).flatten().tolist() == [0, 1, 2]
+
+
+def test_fashion_attributes_measure_size_and_brightness():
+    small, large = torch.zeros(1, 1, 28, 28, dtype=torch.uint8), torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    small[..., 10:14, 10:14], large[..., 4:24, 4:24] = 200, 120
+    values = measure(torch.cat([small, large]), DATASET_ATTRIBUTES["fashion"])  # [2, (size, brightness)]
+    assert values[0, 0] < values[1, 0] and values[0, 1] > values[1, 1]
+
+
+def training_captions(style, n: int, seed: int = 0) -> list[tuple[list[int], str]]:
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(n):
+        terciles = [rng.randrange(3) for _ in style.attributes]
+        draws.append((terciles, style.sample(rng.randrange(style.num_classes), rng, terciles)))
+    return draws
+
+
+def test_style_captions_name_the_images_own_terciles_and_every_word():
+    draws = training_captions(MNIST_STYLE, 20000)
+    words = {w for a in MNIST_STYLE.attributes for t in range(3) for w in a.words(t)}
+    joined = " | ".join(c for _, c in draws)
+    assert all(w in joined for w in words), [w for w in words if w not in joined]
+    for (thickness, slant, width), caption in draws:
+        if says(caption, THICK_WORDS):
+            assert thickness == 2, caption
+        if says(caption, THIN_WORDS):
+            assert thickness == 0, caption
+        if says(caption, LEFT_WORDS):
+            assert slant == 0, caption
+        if says(caption, RIGHT_WORDS):
+            assert slant == 2, caption
+        if "narrow" in caption or "wide" in caption:
+            assert width == (0 if "narrow" in caption else 2), caption
+        assert len(caption) <= MNIST_STYLE.max_chars
+    plain = sum(not any(w in c for w in words) for _, c in draws) / len(draws)
+    assert 0.3 < plain < 0.45  # a third plain class captions, plus a few of images whose nameable words were not drawn
+
+
+def test_held_out_phrasings_and_combinations_never_train():
+    for style in STYLE_CAPTION_SETS.values():
+        captions = [c for _, c in training_captions(style, 20000, seed=1)]
+        assert not any(c.startswith("this ") or c.startswith("a drawing of") for c in captions)
+    mnist = [c for _, c in training_captions(MNIST_STYLE, 20000, seed=2)]
+    assert not any(says(c, THICK_WORDS) and says(c, LEFT_WORDS) for c in mnist)
+    assert not any(says(c, THIN_WORDS) and says(c, RIGHT_WORDS) for c in mnist)
+    assert any(says(c, THICK_WORDS) and says(c, RIGHT_WORDS) for c in mnist)  # the other pairings do train
+    assert MNIST_STYLE.is_held_out({"thickness": 2, "slant": 0}) and not MNIST_STYLE.is_held_out({"thickness": 2, "slant": 2})
+
+
+def test_benchmark_prompts():
+    assert MNIST_STYLE.prompt(6, {"thickness": 2}) == "a thick six"
+    assert MNIST_STYLE.prompt(6, {"thickness": 0}) == "a thin six"
+    assert MNIST_STYLE.prompt(6, {"slant": 0}, "{a_np} {post}") == "a six slanted left"
+    assert MNIST_STYLE.prompt(6, {"slant": 2}, "{a_np} {post}") == "a six slanted right"
+    assert MNIST_STYLE.prompt(7, {"thickness": 2, "slant": 1}, "the digit {name} {post}") == "the digit seven written thick and upright"
+    assert MNIST_STYLE.prompt(3, {"slant": 0}, "this {name} is {post}", name_form=1) == "this 3 is slanted left"
+    assert STYLE_CAPTION_SETS["fashion"].prompt(9, {"size": 2}) == "a large ankle boot"
+
+
+def test_pair_auc():
+    assert pair_auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert pair_auc(torch.tensor([0.0]), torch.tensor([1.0])) == 0.0
+    assert pair_auc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
+    assert pair_auc(torch.tensor([]), torch.tensor([1.0])) != pair_auc(torch.tensor([]), torch.tensor([1.0]))  # nan
+
+
+def test_style_captions_train_clip_and_a_decoder(tmp_path):
+    import json
+
+    import clip_train
+    import unclip_train
+    clip_path = tmp_path / "clip.pt"
+    assert run_cli(clip_train.main, ["--captions", "style", "--train_subset", 300, "--epochs", 1, "--batch_size", 64,
+                                     "--save_path", clip_path, "--output_dir", tmp_path / "plots"]) == 0
+    retrieval = json.loads(clip_path.with_suffix(".json").read_text())["attribute_retrieval"]
+    assert set(retrieval) == {"adjective", "predicate", "held_out: this {name} is {post}", "held_out: a drawing of {a_np}"}
+    assert set(retrieval["adjective"]) == {"thickness", "slant", "width"}
+    assert all(0 <= s["mean"] <= 1 for s in retrieval["adjective"].values())
+    decoder = tmp_path / "decoder.pt"
+    common = ["--clip_model_path", clip_path, "--steps", 2, "--batch_size", 8, "--channels", "8,16", "--train_subset", 200,
+              "--sample_every", 0, "--save_path", decoder, "--output_dir", tmp_path / "out"]
+    assert run_cli(unclip_train.main, common + ["--captions", "style", "--cross_attention"]) == 0
+    assert decoder.exists()
+
+
+def test_resume_with_other_captions_is_refused(tmp_path, tiny_clip_path, capsys):
+    import unclip_train
+    decoder = tmp_path / "decoder.pt"
+    common = ["--clip_model_path", tiny_clip_path, "--batch_size", 8, "--channels", "8,16", "--train_subset", 200,
+              "--sample_every", 0, "--save_path", decoder, "--output_dir", tmp_path / "out"]
+    assert run_cli(unclip_train.main, common + ["--steps", 2]) == 0
+    capsys.readouterr()
+    code = run_cli(unclip_train.main, common + ["--steps", 4, "--resume", "--captions", "style"])
+    assert_one_line_error(capsys, code, "--captions class, not style")
