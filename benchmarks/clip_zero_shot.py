@@ -2,6 +2,10 @@
 
     python benchmarks/clip_zero_shot.py                                # embedded MNIST, default training
     python benchmarks/clip_zero_shot.py --dataset fashion --epochs 6   # Fashion-MNIST test set (10,000 images)
+    python benchmarks/clip_zero_shot.py --load pretrained/clip.safetensors --name shipped   # a trained CLIP
+
+Beside zero-shot accuracy it reports attribute retrieval (evaluation.attributes): the AUC with which "a thick six"
+against "a thin six" orders thick and thin held-out sixes, per attribute and phrasing (0.5: the words do nothing).
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from evaluation.reports import write_result
 from dataloading.datasets import load_dataset
 from models.pipeline import load_clip
 from training.clip_trainer import ClipTrainingConfig, train_clip
+from dataloading.style_captions import STYLE_CAPTION_SETS
+from evaluation.attributes import clip_attribute_retrieval
 from evaluation.metrics import evaluate_clip
 
 
@@ -22,6 +28,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--epochs", type=int, default=None, help="default: the trainer's default")
     parser.add_argument("--load", default=None, help="evaluate this checkpoint instead of training")
+    parser.add_argument("--captions", default="class", help="train with class or style captions")
+    parser.add_argument("--name", default=None, help="result file name (default: clip_zero_shot_<dataset>)")
     args = parser.parse_args()
     splits = load_dataset(args.dataset)
     start = time.perf_counter()
@@ -29,7 +37,7 @@ def main() -> None:
         clip = load_clip(args.load)
         metrics = {"checkpoint": args.load}
     else:
-        config = ClipTrainingConfig(dataset=args.dataset, save_path=f"checkpoints/bench_clip_{args.dataset}.pt", output_dir=f"outputs/bench_clip_{args.dataset}")
+        config = ClipTrainingConfig(dataset=args.dataset, captions=args.captions, save_path=f"checkpoints/bench_clip_{args.dataset}.pt", output_dir=f"outputs/bench_clip_{args.dataset}")
         if args.epochs:
             config.epochs = args.epochs
         clip, metrics = train_clip(config, splits)
@@ -38,7 +46,10 @@ def main() -> None:
     results = evaluate_clip(clip, splits.test_images, splits.test_labels, splits.captions)
     for key, value in results.items():
         print(f"{key:28s} {value:.4f}")
-    write_result(f"clip_zero_shot_{args.dataset}", {"dataset": args.dataset, "held_out_images": len(splits.test_labels), **metrics, **results})
+    results["attribute_retrieval"] = clip_attribute_retrieval(clip, splits, STYLE_CAPTION_SETS[splits.name])
+    for phrasing, by_attribute in results["attribute_retrieval"].items():
+        print(f"attribute retrieval AUC, {phrasing:34s} " + "  ".join(f"{a} {v['mean']:.3f} (worst class {v['min']:.3f})" for a, v in by_attribute.items()))
+    write_result(args.name or f"clip_zero_shot_{args.dataset}", {"dataset": args.dataset, "held_out_images": len(splits.test_labels), **metrics, **results})
 
 
 if __name__ == "__main__":

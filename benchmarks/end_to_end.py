@@ -3,6 +3,7 @@
     python benchmarks/end_to_end.py                         # writes checkpoints/clip.pt, checkpoints/decoder.pt
     python benchmarks/end_to_end.py --checkpoints checkpoints/e2e
     python benchmarks/end_to_end.py --generate_only         # time generation with the existing checkpoints
+    python benchmarks/end_to_end.py --shipped               # a fresh clone: 64 sixes from pretrained/ (3 runs), the notebook on them
 
 Each step runs as its own process, exactly as a user types it, with default settings.
 """
@@ -35,7 +36,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", default="checkpoints")
     parser.add_argument("--generate_only", action="store_true", help="only time generate_images.py on the existing checkpoints")
+    parser.add_argument("--shipped", action="store_true", help="time what a fresh clone does with the shipped weights: "
+                                                                "generate_images.py with no paths (3 runs) and the notebook")
     args = parser.parse_args()
+    if args.shipped:
+        return time_shipped()
     folder = Path(args.checkpoints)
     clip, decoder = folder / "clip.pt", folder / "decoder.pt"
     log_path = ROOT / "outputs" / "benchmarks" / "end_to_end.log"
@@ -61,6 +66,20 @@ def main() -> None:
     write_result("end_to_end", {"seconds": {k: round(v, 1) for k, v in seconds.items()},
                                 "clip_zero_shot": {k: v for k, v in clip_metrics.items() if k.startswith("zero_shot")},
                                 "decoder_steps": decoder_metrics["steps"], "decoder_train_samples_per_second": decoder_metrics["train_samples_per_second"]})
+
+
+def time_shipped() -> None:
+    """generate_images.py --prompt six --num_samples 64 as on a fresh clone (start-up included), three times, and the notebook."""
+    trained = [p for p in (ROOT / "checkpoints" / "clip.pt", ROOT / "checkpoints" / "decoder.pt") if p.exists()]
+    if trained:
+        sys.exit(f"error: {trained[0]} exists, so generate_images.py would use it, not pretrained/: time this on a fresh clone")
+    log_path = ROOT / "outputs" / "benchmarks" / "shipped_weights.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+    print(f"the scripts' output goes to {log_path}")
+    generate = [timed(["generate_images.py", "--prompt", "six", "--num_samples", "64", "--output", "outputs/six.png"], log_path) for _ in range(3)]
+    notebook = timed(["-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "demo.ipynb", "--output-dir", "outputs/notebook"], log_path)
+    write_result("shipped_weights", {"generate_64_seconds": [round(s, 1) for s in generate], "notebook_seconds": round(notebook, 1)})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The release recipe: train every stage from nothing, judge each pipeline, ship the weights in pretrained/.
 
-    python benchmarks/release.py                      # about 80 minutes on a 2-core CPU (see pretrained/README.md)
+    python benchmarks/release.py                      # 48-97 minutes of training on a 2-core CPU, by CPU (pretrained/README.md)
     python benchmarks/release.py --scale 0.01         # the same recipe in minutes, to try it: into outputs/release_trial/
     python benchmarks/release.py --device cuda        # on a GPU
     python benchmarks/release.py --seed 1 --run_name release_seed1   # run it again: checkpoints/, outputs/ and weights

@@ -161,3 +161,11 @@ def test_resume_with_other_captions_is_refused(tmp_path, tiny_clip_path, capsys)
     capsys.readouterr()
     code = run_cli(unclip_train.main, common + ["--steps", 4, "--resume", "--captions", "style"])
     assert_one_line_error(capsys, code, "--captions class, not style")
+
+
+def test_unknown_attribute_words_are_text_like_any_other(tiny_clip_path, tiny_decoder_path, tmp_path):
+    import generate_images
+    for prompt in ("a sparkly six leaning sideways", "a thick six slanted left", "this 3 is wide"):
+        assert run_cli(generate_images.main, ["--prompt", prompt, "--clip_model_path", tiny_clip_path, "--decoder_path", tiny_decoder_path,
+                                              "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png"]) == 0, prompt
+        assert (tmp_path / "grid.png").exists()

@@ -1,0 +1,159 @@
+"""Do generated images obey style words? Adherence, class accuracy and the diversity left over (issue 19).
+
+    python benchmarks/attributes.py --clip_model_path checkpoints/style/clip.pt --decoder_path checkpoints/style/decoder.pt
+    python benchmarks/attributes.py ... --prior_path checkpoints/style/prior.pt --image_decoder_path checkpoints/style/decoder_image.pt
+
+For every pipeline (the text decoder; with --prior_path also prompt -> prior -> image decoder), digit and attribute:
+
+* **adherence**: ``--per_prompt`` images for the low word and as many for the high word ("a thin six" / "a thick six",
+  "a six slanted left" / "a six slanted right"), from the same starting noise, in the trained phrasing and in each
+  held-out one. The attribute is measured on the generated pixels (dataloading.attributes): the AUC over pairs that a
+  "high" image measures above a "low" one, and the share landing in the requested tercile of real digits of its class.
+* **class accuracy** of all those images, read by the judge.
+* **held-out combinations** (thick + slanted left, thin + slanted right, never named together in training): the
+  thickness AUC of "a thick six slanted left" against "a thin six slanted left", and the slant AUC of
+  "a thick six slanted left" against "a thick six slanted right".
+* **diversity left over**: with no attribute named ("six"), the share of images in each tercile of each attribute
+  (real held-out digits: about a third each); with one named, the same shares of the others.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import common  # noqa: F401
+import torch
+
+from dataloading.attributes import measure
+from dataloading.datasets import load_dataset
+from dataloading.style_captions import STYLE_CAPTION_SETS
+from evaluation.attributes import TRAINED_PHRASINGS, pair_auc, summarise
+from evaluation.judge import load_or_train_judge
+from evaluation.reports import write_result
+from models.conditioning import Conditioning
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.prior import PRIOR_SAMPLING, Prior
+from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
+from utils.images import to_uint8
+
+
+class Pipeline:
+    """prompts -> uint8 images [N, C, H, W], through a text decoder or prior -> image decoder, with fixed noise per position."""
+
+    def __init__(self, clip, decoder: Decoder, prior: Prior | None, sampling: SamplingOptions) -> None:
+        self.conditioner, self.decoder, self.prior, self.sampling = ClipConditioner(clip), decoder, prior, sampling
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        cond = self.conditioner.text(prompts)
+        if self.prior is not None:
+            cond = Conditioning(self.prior.sample(cond, replace(PRIOR_SAMPLING, seed=self.sampling.seed)))
+        return to_uint8(self.decoder.generate(cond, self.sampling))
+
+
+def tercile_shares(terciles: torch.Tensor) -> list[float]:
+    """[N] tercile indices -> the share in each of the three."""
+    return (torch.bincount(terciles, minlength=3).float() / max(1, len(terciles))).tolist()
+
+
+def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
+    bins, attributes = splits.attribute_bins, style.attributes
+    labels_of = lambda c: torch.full((per_prompt,), c)  # noqa: E731
+    phrasings = {**TRAINED_PHRASINGS, **{f"held_out: {t}": t for t in style.held_out_templates}}
+    correct, judged = 0, 0
+    adherence: dict = {p: {a.name: {"auc": [], "in_tercile": []} for a in attributes} for p in phrasings}
+    plain_terciles, named_leftover = [], {a.name: [] for a in attributes}
+
+    def generated(prompt: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal correct, judged
+        images = pipeline([prompt] * per_prompt)
+        predicted, _ = judge.predict(images)
+        correct, judged = correct + int((predicted == c).sum()), judged + len(images)
+        values = measure(images, attributes)  # [n, A]
+        return values, bins.terciles(values, labels_of(c))
+
+    for c in range(style.num_classes):
+        plain_values, plain_t = generated(style.classes.names[c][0], c)
+        plain_terciles.append(plain_t)
+        for phrasing, template in phrasings.items():
+            for a, attribute in enumerate(attributes):
+                (low, low_t), (high, high_t) = (generated(style.prompt(c, {attribute.name: t}, template), c) for t in (0, 2))
+                adherence[phrasing][attribute.name]["auc"].append(pair_auc(high[:, a], low[:, a]))
+                adherence[phrasing][attribute.name]["in_tercile"].append(((low_t[:, a] == 0).float().mean().item() + (high_t[:, a] == 2).float().mean().item()) / 2)
+                if phrasing == "adjective":
+                    named_leftover[attribute.name].append(torch.cat([low_t, high_t]))
+    plain = torch.cat(plain_terciles)  # [10 n, A]
+    result = {
+        "adherence": {p: {name: {"auc": summarise(v["auc"]), "in_tercile": sum(v["in_tercile"]) / len(v["in_tercile"])} for name, v in by.items()}
+                      for p, by in adherence.items()},
+        "no_attribute_named": {a.name: tercile_shares(plain[:, i]) for i, a in enumerate(attributes)},
+        "one_named_others": {name: {other.name: tercile_shares(torch.cat(parts)[:, j]) for j, other in enumerate(attributes) if other.name != name}
+                             for name, parts in named_leftover.items()},
+    }
+    result["held_out_combinations"] = held_out_combinations(generated, style) if style.dataset == "mnist" else {}
+    result["class_accuracy"] = correct / judged
+    return result
+
+
+def held_out_combinations(generated, style) -> dict:
+    """Thickness and slant AUCs of prompts naming the pairs training never names together (MNIST only)."""
+    thickness, slant = (style.attributes.index(a) for a in [a for a in style.attributes if a.name in ("thickness", "slant")])
+    thickness_auc, slant_auc = [], []
+    for c in range(style.num_classes):
+        thick_left = generated(style.prompt(c, {"thickness": 2, "slant": 0}, "{a_np} {post}"), c)[0]
+        thin_left = generated(style.prompt(c, {"thickness": 0, "slant": 0}, "{a_np} {post}"), c)[0]
+        thick_right = generated(style.prompt(c, {"thickness": 2, "slant": 2}, "{a_np} {post}"), c)[0]
+        thickness_auc.append(pair_auc(thick_left[:, thickness], thin_left[:, thickness]))
+        slant_auc.append(pair_auc(thick_right[:, slant], thick_left[:, slant]))
+    return {"thickness (thick+left vs thin+left)": summarise(thickness_auc), "slant (thick+right vs thick+left)": summarise(slant_auc)}
+
+
+def print_report(name: str, result: dict) -> None:
+    print(f"{name}: judge class accuracy on attribute prompts {result['class_accuracy']:.3f}")
+    for phrasing, by in result["adherence"].items():
+        print(f"  {phrasing:34s} " + "  ".join(f"{a} AUC {v['auc']['mean']:.3f} (worst digit {v['auc']['min']:.3f}), in tercile {v['in_tercile']:.2f}"
+                                               for a, v in by.items()))
+    for combination, summary in result["held_out_combinations"].items():
+        print(f"  held-out combination, {combination}: AUC {summary['mean']:.3f} (worst digit {summary['min']:.3f})")
+    print("  nothing named, tercile shares: " + "  ".join(f"{a} {' / '.join(f'{s:.2f}' for s in shares)}" for a, shares in result["no_attribute_named"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip_model_path", required=True)
+    parser.add_argument("--decoder_path", required=True, help="a text decoder trained with --captions style")
+    parser.add_argument("--prior_path", default=None)
+    parser.add_argument("--image_decoder_path", default=None, help="with --prior_path: the image-conditioned decoder")
+    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--per_prompt", type=int, default=20, help="images per prompt (each digit, attribute, word and phrasing)")
+    parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    parser.add_argument("--steps", type=int, default=SamplingOptions.steps)
+    parser.add_argument("--name", default="attributes")
+    parser.add_argument("--folder", default="outputs/benchmarks")
+    args = parser.parse_args()
+    if args.per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path):
+        parser.error("--per_prompt must be at least 2, and --prior_path and --image_decoder_path go together")
+    clip = load_clip(args.clip_model_path)
+    decoder = Decoder.load(args.decoder_path, clip=clip)
+    splits = load_dataset(decoder.config.dataset)
+    style = STYLE_CAPTION_SETS[splits.name]
+    judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
+    sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1)
+    pipelines = {"text decoder": Pipeline(clip, decoder, None, sampling)}
+    if args.prior_path:
+        pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, clip=clip), Prior.load(args.prior_path, clip=clip), sampling)
+    real = {a.name: tercile_shares(splits.terciles("test")[:, i]) for i, a in enumerate(style.attributes)}
+    print("real held-out digits, tercile shares: " + "  ".join(f"{a} {' / '.join(f'{s:.2f}' for s in shares)}" for a, shares in real.items()))
+    results = {}
+    for name, pipeline in pipelines.items():
+        start = time.perf_counter()
+        results[name] = evaluate(pipeline, splits, style, judge, args.per_prompt)
+        results[name]["seconds"] = round(time.perf_counter() - start, 1)
+        print_report(name, results[name])
+    write_result(args.name, {"clip_model_path": args.clip_model_path, "decoder_path": args.decoder_path, "prior_path": args.prior_path,
+                             "image_decoder_path": args.image_decoder_path, "per_prompt": args.per_prompt, "guidance_scale": args.guidance_scale,
+                             "steps": args.steps, "judge_test_accuracy": judge_accuracy, "real_terciles": real, "results": results}, folder=args.folder)
+
+
+if __name__ == "__main__":
+    main()
