@@ -61,6 +61,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     labels_of = lambda c: torch.full((per_prompt,), c)  # noqa: E731
     phrasings = {**TRAINED_PHRASINGS, **{f"held_out: {t}": t for t in style.held_out_templates}}
     correct, judged = 0, 0
+    accuracy_by: dict[str, list[float]] = {}  # what the judge reads right, by what the prompt names: "plain", "thickness=0", ...
     adherence: dict = {p: {a.name: {"auc": [], "in_tercile": []} for a in attributes} for p in phrasings}
     plain_terciles, named_leftover = [], {a.name: [] for a in attributes}
 
@@ -69,6 +70,8 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
         images = pipeline([prompt] * per_prompt)
         predicted, _ = judge.predict(images)
         correct, judged = correct + int((predicted == c).sum()), judged + len(images)
+        key = ", ".join(f"{name}={t}" for name, t in sorted(style.named_in(prompt).items())) or "plain"
+        accuracy_by.setdefault(key, []).append((predicted == c).float().mean().item())
         values = measure(images, attributes)  # [n, A]
         return values, bins.terciles(values, labels_of(c))
 
@@ -92,6 +95,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     }
     result["held_out_combinations"] = held_out_combinations(generated, style) if style.dataset == "mnist" else {}
     result["class_accuracy"] = correct / judged
+    result["class_accuracy_by_named"] = {key: sum(v) / len(v) for key, v in sorted(accuracy_by.items())}
     return result
 
 
@@ -109,7 +113,8 @@ def held_out_combinations(generated, style) -> dict:
 
 
 def print_report(name: str, result: dict) -> None:
-    print(f"{name}: judge class accuracy on attribute prompts {result['class_accuracy']:.3f}")
+    print(f"{name}: judge class accuracy on attribute prompts {result['class_accuracy']:.3f}; by what the prompt names: "
+          + ", ".join(f"{key} {value:.3f}" for key, value in result["class_accuracy_by_named"].items()))
     for phrasing, by in result["adherence"].items():
         print(f"  {phrasing:34s} " + "  ".join(f"{a} AUC {v['auc']['mean']:.3f} (worst digit {v['auc']['min']:.3f}), in tercile {v['in_tercile']:.2f}"
                                                for a, v in by.items()))

@@ -15,8 +15,12 @@ Two things never appear in training, so that the benchmarks can test generalisat
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
+
+import torch
 
 from dataloading.attributes import DATASET_ATTRIBUTES, Attribute
 from dataloading.captions import CAPTION_SETS, CaptionSet, with_article
@@ -76,6 +80,21 @@ class StyleCaptions:
         words = set(named.items())
         return any(a in words and b in words for a, b in self.held_out_pairs)
 
+    def named_in(self, caption: str) -> dict[str, int]:
+        """{attribute: tercile} for every attribute word in ``caption`` (a training caption or a user's prompt)."""
+        return dict(_named_in(self, caption.lower()))
+
+    def fits(self, labels: torch.Tensor, terciles: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """[B images, B captions] bool: image i (labels [B], attribute terciles [B, A]) fits caption j when they share the
+        label and every attribute the caption names is the image's. What CLIP's contrastive loss calls positives."""
+        named = torch.full((len(captions), len(self.attributes)), -1, dtype=torch.long)  # -1: not named
+        index = {a.name: i for i, a in enumerate(self.attributes)}
+        for j, caption in enumerate(captions):
+            for name, tercile in self.named_in(caption).items():
+                named[j, index[name]] = tercile
+        agrees = (named[None] == -1) | (terciles[:, None, :] == named[None])  # [B, B, A]
+        return (labels[:, None] == labels[None, :]) & agrees.all(-1)
+
     # ---------------------------------------------------------------- training captions
     def sample(self, label: int, rng: random.Random, terciles: Sequence[int] | None = None) -> str:
         """A training caption for an image of class ``label`` whose attributes fall in ``terciles`` (one per attribute)."""
@@ -131,6 +150,18 @@ class StyleCaptions:
         noun_phrase = " ".join([*adjectives, name])
         post = " and ".join([", ".join(predicates[:-1]), predicates[-1]] if len(predicates) > 1 else predicates)  # "a, b and c"
         return template.format(np=noun_phrase, a_np=with_article(noun_phrase), name=name, post=post, list=", ".join(predicates))
+
+
+@lru_cache(maxsize=65536)
+def _named_in(style: StyleCaptions, caption: str) -> tuple[tuple[str, int], ...]:
+    """The attribute words of ``caption`` as whole phrases ("slanted right" is not "upright"), cached per caption."""
+    found = []
+    for attribute in style.attributes:
+        for tercile in range(3):
+            if any(re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", caption) for word in attribute.words(tercile)):
+                found.append((attribute.name, tercile))
+                break
+    return tuple(found)
 
 
 MNIST_STYLE = StyleCaptions(

@@ -89,19 +89,22 @@ def encode_images(clip: TinyCLIP, images: torch.Tensor, batch_size: int = 1000) 
     return torch.cat(out)
 
 
-def contrastive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Symmetric cross-entropy over the similarity matrix, with soft targets.
+def contrastive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor, fits: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric cross-entropy over the similarity matrix [B images, B captions], with soft targets.
 
     CLIP's loss treats the diagonal as the only positive in each row. Here a
     batch of 256 drawn from 10 classes holds ~25 images of each digit, and the
     caption "six" fits all of them: calling the others negatives would push
     the model to separate images of one class by caption, which is noise. So
-    the target of row i spreads evenly over every column j with
-    label_j == label_i, and the loss is the mean of the image->text and
-    text->image cross-entropies (with one image per class it is exactly CLIP's).
+    the target of image row i spreads evenly over every caption j that fits it,
+    and that of caption j over every image that fits it; the loss is the mean of
+    the image->text and text->image cross-entropies (with one image per class
+    it is exactly CLIP's). By default a caption fits every image of its label;
+    ``fits`` [B, B] bool (image i, caption j) says more, e.g. that "a thick six"
+    fits only the thick sixes (dataloading.style_captions.StyleCaptions.fits).
     """
-    same = (labels[:, None] == labels[None, :]).float()  # [B, B]
-    targets = same / same.sum(dim=1, keepdim=True)  # rows sum to 1
-    loss_images = F.cross_entropy(logits_per_image, targets)
-    loss_texts = F.cross_entropy(logits_per_image.T, targets)  # `same` is symmetric
+    positives = (labels[:, None] == labels[None, :]) if fits is None else fits.to(labels.device)  # [B images, B captions]
+    positives = positives.float()
+    loss_images = F.cross_entropy(logits_per_image, positives / positives.sum(dim=1, keepdim=True))
+    loss_texts = F.cross_entropy(logits_per_image.T, positives.T / positives.T.sum(dim=1, keepdim=True))
     return (loss_images + loss_texts) / 2

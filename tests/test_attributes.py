@@ -169,3 +169,25 @@ def test_unknown_attribute_words_are_text_like_any_other(tiny_clip_path, tiny_de
         assert run_cli(generate_images.main, ["--prompt", prompt, "--clip_model_path", tiny_clip_path, "--decoder_path", tiny_decoder_path,
                                               "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png"]) == 0, prompt
         assert (tmp_path / "grid.png").exists()
+
+
+def test_attribute_words_are_read_as_whole_phrases():
+    assert MNIST_STYLE.named_in("a thick six slanted left") == {"thickness": 2, "slant": 0}
+    assert MNIST_STYLE.named_in("an upright 6") == {"slant": 1}  # "upright" is not "right"
+    assert MNIST_STYLE.named_in("a right-slanted thin 3") == {"thickness": 0, "slant": 2}
+    assert MNIST_STYLE.named_in("the digit 7 written thick and upright") == {"thickness": 2, "slant": 1}
+    assert MNIST_STYLE.named_in("a thinly drawn six") == {} and MNIST_STYLE.named_in("six") == {}
+    for terciles, caption in training_captions(MNIST_STYLE, 2000, seed=3):  # what a caption names is the image's
+        assert all(terciles[[a.name for a in MNIST_STYLE.attributes].index(n)] == t for n, t in MNIST_STYLE.named_in(caption).items()), caption
+
+
+def test_a_style_caption_fits_only_images_with_its_attributes():
+    from models.clip import contrastive_loss
+    labels = torch.tensor([6, 6, 6, 3])
+    terciles = torch.tensor([[2, 0, 1], [0, 0, 1], [2, 2, 1], [2, 0, 1]])  # thick left, thin left, thick right, a thick left three
+    fits = MNIST_STYLE.fits(labels, terciles, ["a thick six", "six slanted left", "a six", "a three"])
+    assert fits.int().tolist() == [[1, 1, 1, 0], [0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
+    logits = torch.randn(4, 4)
+    assert torch.allclose(contrastive_loss(logits, labels), contrastive_loss(logits, labels, labels[:, None] == labels[None, :]))
+    aligned = 10 * fits.float()  # similarities high exactly where captions fit
+    assert contrastive_loss(aligned, labels, fits) < contrastive_loss(10 * (~fits).float(), labels, fits)
