@@ -65,22 +65,25 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     adherence: dict = {p: {a.name: {"auc": [], "in_tercile": []} for a in attributes} for p in phrasings}
     plain_terciles, named_leftover = [], {a.name: [] for a in attributes}
 
-    def generated(prompt: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    accuracy_by_phrasing: dict[str, list[float]] = {}
+
+    def generated(prompt: str, c: int, phrasing: str = "held-out combination") -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal correct, judged
         images = pipeline([prompt] * per_prompt)
         predicted, _ = judge.predict(images)
         correct, judged = correct + int((predicted == c).sum()), judged + len(images)
         key = ", ".join(f"{name}={t}" for name, t in sorted(style.named_in(prompt).items())) or "plain"
         accuracy_by.setdefault(key, []).append((predicted == c).float().mean().item())
+        accuracy_by_phrasing.setdefault(phrasing, []).append((predicted == c).float().mean().item())
         values = measure(images, attributes)  # [n, A]
         return values, bins.terciles(values, labels_of(c))
 
     for c in range(style.num_classes):
-        plain_values, plain_t = generated(style.classes.names[c][0], c)
+        _, plain_t = generated(style.classes.names[c][0], c, "plain")
         plain_terciles.append(plain_t)
         for phrasing, template in phrasings.items():
             for a, attribute in enumerate(attributes):
-                (low, low_t), (high, high_t) = (generated(style.prompt(c, {attribute.name: t}, template), c) for t in (0, 2))
+                (low, low_t), (high, high_t) = (generated(style.prompt(c, {attribute.name: t}, template), c, phrasing) for t in (0, 2))
                 adherence[phrasing][attribute.name]["auc"].append(pair_auc(high[:, a], low[:, a]))
                 adherence[phrasing][attribute.name]["in_tercile"].append(((low_t[:, a] == 0).float().mean().item() + (high_t[:, a] == 2).float().mean().item()) / 2)
                 if phrasing == "adjective":
@@ -96,6 +99,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     result["held_out_combinations"] = held_out_combinations(generated, style) if style.dataset == "mnist" else {}
     result["class_accuracy"] = correct / judged
     result["class_accuracy_by_named"] = {key: sum(v) / len(v) for key, v in sorted(accuracy_by.items())}
+    result["class_accuracy_by_phrasing"] = {key: sum(v) / len(v) for key, v in accuracy_by_phrasing.items()}
     return result
 
 
@@ -115,6 +119,7 @@ def held_out_combinations(generated, style) -> dict:
 def print_report(name: str, result: dict) -> None:
     print(f"{name}: judge class accuracy on attribute prompts {result['class_accuracy']:.3f}; by what the prompt names: "
           + ", ".join(f"{key} {value:.3f}" for key, value in result["class_accuracy_by_named"].items()))
+    print("  class accuracy by phrasing: " + ", ".join(f"{key} {value:.3f}" for key, value in result["class_accuracy_by_phrasing"].items()))
     for phrasing, by in result["adherence"].items():
         print(f"  {phrasing:34s} " + "  ".join(f"{a} AUC {v['auc']['mean']:.3f} (worst digit {v['auc']['min']:.3f}), in tercile {v['in_tercile']:.2f}"
                                                for a, v in by.items()))

@@ -18,14 +18,16 @@ def machine() -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name as lscpu prints it (Linux), since timings differ several-fold between models."""
+    """The CPU's model name as lscpu prints it (Linux), and whether it has AVX-512 (with bf16): timings differ
+    several-fold between models, and "AMD EPYC" names chips with and without it."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or "unknown model"
+        return platform.processor() or "unknown model"
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown model")
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    vector = "AVX-512 with bf16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else "no AVX-512"
+    return f"{name}, {vector}"
 
 
 def write_result(name: str, result: dict, folder: str = "outputs/benchmarks") -> Path:
