@@ -39,7 +39,7 @@ def grid_figure(images: torch.Tensor, nrow: int, row_labels: list[str] | None = 
     """A grid of images, ``nrow`` per row; optional row labels on the left (one per row)."""
     grid = image_grid(images, nrow)
     height, width = grid.shape[:2]
-    label_room = 1.6 if row_labels else 0.0
+    label_room = max(1.6, 0.07 * max(map(len, row_labels)) + 0.2) if row_labels else 0.0  # inches: ~0.07 per character at size 9
     fig = Figure(figsize=(width / 28 * scale + label_room, height / 28 * scale + (0.5 if title else 0.1)), dpi=100)
     ax = fig.add_axes((label_room / fig.get_figwidth(), 0, 1 - label_room / fig.get_figwidth(), 1 - (0.5 if title else 0.1) / fig.get_figheight()))
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
