@@ -28,7 +28,7 @@ import torch
 from dataloading.attributes import measure
 from dataloading.datasets import load_dataset
 from dataloading.style_captions import STYLE_CAPTION_SETS
-from evaluation.attributes import TRAINED_PHRASINGS, pair_auc, summarise
+from evaluation.attributes import measured_phrasings, pair_auc, summarise
 from evaluation.judge import load_or_train_judge
 from evaluation.reports import write_result
 from models.conditioning import Conditioning
@@ -59,7 +59,7 @@ def tercile_shares(terciles: torch.Tensor) -> list[float]:
 def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     bins, attributes = splits.attribute_bins, style.attributes
     labels_of = lambda c: torch.full((per_prompt,), c)  # noqa: E731
-    phrasings = {**TRAINED_PHRASINGS, **{f"held_out: {t}": t for t in style.held_out_templates}}
+    phrasings = measured_phrasings(style)
     correct, judged = 0, 0
     accuracy_by: dict[str, list[float]] = {}  # what the judge reads right, by what the prompt names: "plain", "thickness=0", ...
     adherence: dict = {p: {a.name: {"auc": [], "in_tercile": []} for a in attributes} for p in phrasings}
@@ -105,7 +105,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
 
 def held_out_combinations(generated, style) -> dict:
     """Thickness and slant AUCs of prompts naming the pairs training never names together (MNIST only)."""
-    thickness, slant = (style.attributes.index(a) for a in [a for a in style.attributes if a.name in ("thickness", "slant")])
+    thickness, slant = style.attribute_index("thickness"), style.attribute_index("slant")
     thickness_auc, slant_auc = [], []
     for c in range(style.num_classes):
         thick_left = generated(style.prompt(c, {"thickness": 2, "slant": 0}, "{a_np} {post}"), c)[0]

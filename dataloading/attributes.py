@@ -199,16 +199,6 @@ class AttributeBins:
         edges = self.edges[labels]  # [N, A, 2]
         return (values >= edges[..., 0]).long() + (values >= edges[..., 1]).long()
 
-    def index(self, name: str) -> int:
-        names = [a.name for a in self.attributes]
-        if name not in names:
-            raise ValueError(f"no attribute {name!r}; this dataset has {', '.join(names)}")
-        return names.index(name)
-
-    def as_dict(self) -> dict:
-        """The edges as plain lists, for a metrics file: {attribute: [[lower, upper] per class]}."""
-        return {a.name: [[round(float(v), 4) for v in self.edges[c, i]] for c in range(len(self.edges))] for i, a in enumerate(self.attributes)}
-
 
 def synthetic_stroke(size: int = 28, thickness: float = 3.0, slant: float = 0.0, length: float = 18.0, width: float = 0.0) -> torch.Tensor:
     """A test image, uint8 [1, 1, size, size]: a vertical bar (or, with ``width`` > 0, a box outline) whose strokes

@@ -228,15 +228,16 @@ class CaptionedImages(Dataset):
         self.images = images  # uint8 [N, C, H, W]
         self.labels = labels  # long [N]
         self.captions = captions
-        self.terciles = terciles.tolist() if terciles is not None else None  # [N][A] attribute terciles, for style captions
+        self.terciles = terciles  # [N, A] long attribute terciles, for style captions (None for class captions)
+        self.tercile_rows = terciles.tolist() if terciles is not None else None  # the same as lists: fast per-item access
         self.rng = random.Random(seed)
 
     def caption(self, i: int) -> str:
         """A freshly drawn caption of item ``i``."""
         label = int(self.labels[i])
-        if self.terciles is None:
+        if self.tercile_rows is None:
             return self.captions.sample(label, self.rng)
-        return self.captions.sample(label, self.rng, self.terciles[i])
+        return self.captions.sample(label, self.rng, self.tercile_rows[i])
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -83,6 +83,10 @@ class StyleCaptions:
         words = set(named.items())
         return any(a in words and b in words for a, b in self.held_out_pairs)
 
+    def attribute_index(self, name: str) -> int:
+        """The column of attribute ``name`` in the [N, A] attribute and tercile tensors."""
+        return [a.name for a in self.attributes].index(name)
+
     def named_in(self, caption: str) -> dict[str, int]:
         """{attribute: tercile} for every attribute word in ``caption`` (a training caption or a user's prompt)."""
         return dict(_named_in(self, caption.lower()))
@@ -91,10 +95,9 @@ class StyleCaptions:
         """[B images, B captions] bool: image i (labels [B], attribute terciles [B, A]) fits caption j when they share the
         label and every attribute the caption names is the image's. What CLIP's contrastive loss calls positives."""
         named = torch.full((len(captions), len(self.attributes)), -1, dtype=torch.long)  # -1: not named
-        index = {a.name: i for i, a in enumerate(self.attributes)}
         for j, caption in enumerate(captions):
             for name, tercile in self.named_in(caption).items():
-                named[j, index[name]] = tercile
+                named[j, self.attribute_index(name)] = tercile
         agrees = (named[None] == -1) | (terciles[:, None, :] == named[None])  # [B, B, A]
         return (labels[:, None] == labels[None, :]) & agrees.all(-1)
 

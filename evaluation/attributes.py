@@ -18,6 +18,11 @@ from models.clip import encode_images
 TRAINED_PHRASINGS = {"adjective": "{a_np}", "predicate": "{a_np} {post}"}
 
 
+def measured_phrasings(style) -> dict[str, str]:
+    """{phrasing name: template}: the trained phrasings and every held-out template of ``style`` (a StyleCaptions)."""
+    return {**TRAINED_PHRASINGS, **{f"held_out: {t}": t for t in style.held_out_templates}}
+
+
 def pair_auc(high: torch.Tensor, low: torch.Tensor) -> float:
     """P(a score from ``high`` [H] exceeds one from ``low`` [L]), ties a half; nan when either is empty."""
     if len(high) == 0 or len(low) == 0:
@@ -38,15 +43,14 @@ def clip_attribute_retrieval(clip, splits, style) -> dict:
     """{phrasing: {attribute: summary}}: can the high word's prompt tell held-out images of the high tercile from the low?
 
     ``splits`` an ImageSplits (its training split's terciles bin the held-out images), ``style`` its StyleCaptions.
-    Phrasings: each of ``TRAINED_PHRASINGS`` and every held-out template of ``style``.
+    Phrasings: ``measured_phrasings(style)``.
     """
     was_training = clip.training
     clip.eval()
     image_embeddings = encode_images(clip, splits.test_images)  # [N, D], unit length
     terciles, labels = splits.terciles("test"), splits.test_labels  # [N, A], [N]
-    phrasings = {**TRAINED_PHRASINGS, **{f"held_out: {t}": t for t in style.held_out_templates}}
     results: dict = {}
-    for phrasing, template in phrasings.items():
+    for phrasing, template in measured_phrasings(style).items():
         results[phrasing] = {}
         for a, attribute in enumerate(style.attributes):
             per_class = []

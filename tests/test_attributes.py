@@ -178,7 +178,7 @@ def test_attribute_words_are_read_as_whole_phrases():
     assert MNIST_STYLE.named_in("the digit 7 written thick and upright") == {"thickness": 2, "slant": 1}
     assert MNIST_STYLE.named_in("a thinly drawn six") == {} and MNIST_STYLE.named_in("six") == {}
     for terciles, caption in training_captions(MNIST_STYLE, 2000, seed=3):  # what a caption names is the image's
-        assert all(terciles[[a.name for a in MNIST_STYLE.attributes].index(n)] == t for n, t in MNIST_STYLE.named_in(caption).items()), caption
+        assert all(terciles[MNIST_STYLE.attribute_index(n)] == t for n, t in MNIST_STYLE.named_in(caption).items()), caption
 
 
 def test_a_style_caption_fits_only_images_with_its_attributes():

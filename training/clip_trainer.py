@@ -76,7 +76,6 @@ class ClipRun:
         channels, height, _ = self.splits.image_shape
         self.model = TinyCLIP(CLIPConfig(embed_dim=config.embed_dim, image_channels=channels, image_size=height), CharTokenizer()).to(self.device)
         self.train_set = self.splits.training_set(config.captions, config.seed)
-        self.train_terciles = self.splits.terciles("train") if config.captions == "style" else None  # [N, A]
         self.steps_per_epoch = len(self.train_set) // config.batch_size
         require(self.steps_per_epoch > 0, f"--batch_size {config.batch_size} is larger than the {len(self.train_set)} training images")
         decay, no_decay = [], []
@@ -115,12 +114,12 @@ class ClipRun:
         self.throughput.start()
         bar = tqdm(self.train_set.batches(config.batch_size, self.generator), total=self.steps_per_epoch,
                    desc=f"clip epoch {self.epoch + 1}/{config.epochs}", leave=False)
-        style = self.splits.caption_set("style") if config.captions == "style" else None
+        style = self.train_set.captions if config.captions == "style" else None
         for images, texts, labels, indices in bar:
             if config.augment:  # style captions name slant, thickness and width: only shifts keep them true
                 images = random_affine(images, self.generator, **({"max_degrees": 0.0, "max_scale": 0.0} if style else {}))
             tokens = model.tokenizer.batch_encode(texts)
-            fits = style.fits(labels, self.train_terciles[indices], texts) if style else None  # [B, B]; None: same label
+            fits = style.fits(labels, self.train_set.terciles[indices], texts) if style else None  # [B, B]; None: same label
             with autocast(self.device):
                 logits_per_image, _ = model(images.to(self.device), tokens)
                 loss = contrastive_loss(logits_per_image.float(), labels.to(self.device), fits)
