@@ -65,7 +65,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     adherence: dict = {p: {a.name: {"auc": [], "in_tercile": []} for a in attributes} for p in phrasings}
     plain_terciles, named_leftover = [], {a.name: [] for a in attributes}
 
-    accuracy_by_phrasing: dict[str, list[float]] = {}
+    accuracy_by_phrasing: dict[str, dict[int, list[float]]] = {}  # phrasing -> digit -> accuracy of each prompt
 
     def generated(prompt: str, c: int, phrasing: str = "held-out combination") -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal correct, judged
@@ -74,7 +74,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
         correct, judged = correct + int((predicted == c).sum()), judged + len(images)
         key = ", ".join(f"{name}={t}" for name, t in sorted(style.named_in(prompt).items())) or "plain"
         accuracy_by.setdefault(key, []).append((predicted == c).float().mean().item())
-        accuracy_by_phrasing.setdefault(phrasing, []).append((predicted == c).float().mean().item())
+        accuracy_by_phrasing.setdefault(phrasing, {}).setdefault(c, []).append((predicted == c).float().mean().item())
         values = measure(images, attributes)  # [n, A]
         return values, bins.terciles(values, labels_of(c))
 
@@ -99,7 +99,9 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     result["held_out_combinations"] = held_out_combinations(generated, style) if style.dataset == "mnist" else {}
     result["class_accuracy"] = correct / judged
     result["class_accuracy_by_named"] = {key: sum(v) / len(v) for key, v in sorted(accuracy_by.items())}
-    result["class_accuracy_by_phrasing"] = {key: sum(v) / len(v) for key, v in accuracy_by_phrasing.items()}
+    every_prompt = {key: [a for per_prompt in d.values() for a in per_prompt] for key, d in accuracy_by_phrasing.items()}
+    result["class_accuracy_by_phrasing"] = {key: sum(v) / len(v) for key, v in every_prompt.items()}
+    result["class_accuracy_by_phrasing_and_digit"] = {key: [sum(d[c]) / len(d[c]) for c in sorted(d)] for key, d in accuracy_by_phrasing.items()}
     return result
 
 
@@ -120,6 +122,8 @@ def print_report(name: str, result: dict) -> None:
     print(f"{name}: judge class accuracy on attribute prompts {result['class_accuracy']:.3f}; by what the prompt names: "
           + ", ".join(f"{key} {value:.3f}" for key, value in result["class_accuracy_by_named"].items()))
     print("  class accuracy by phrasing: " + ", ".join(f"{key} {value:.3f}" for key, value in result["class_accuracy_by_phrasing"].items()))
+    for key, per_digit in result["class_accuracy_by_phrasing_and_digit"].items():
+        print(f"    {key:34s} by digit: " + " ".join(f"{a:.2f}" for a in per_digit))
     for phrasing, by in result["adherence"].items():
         print(f"  {phrasing:34s} " + "  ".join(f"{a} AUC {v['auc']['mean']:.3f} (worst digit {v['auc']['min']:.3f}), in tercile {v['in_tercile']:.2f}"
                                                for a, v in by.items()))

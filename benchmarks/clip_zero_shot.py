@@ -5,7 +5,8 @@
     python benchmarks/clip_zero_shot.py --load pretrained/clip.safetensors --name shipped   # a trained CLIP
 
 Beside zero-shot accuracy it reports attribute retrieval (evaluation.attributes): the AUC with which "a thick six"
-against "a thin six" orders thick and thin held-out sixes, per attribute and phrasing (0.5: the words do nothing).
+against "a thin six" orders thick and thin held-out sixes, per attribute and phrasing (0.5: the words do nothing),
+and the class zero-shot accuracy when every class prompt names an attribute ("this six is wide"), per phrasing.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataloading.datasets import load_dataset
 from models.pipeline import load_clip
 from training.clip_trainer import ClipTrainingConfig, train_clip
 from dataloading.style_captions import STYLE_CAPTION_SETS
-from evaluation.attributes import clip_attribute_retrieval
+from evaluation.attributes import clip_attribute_retrieval, style_prompt_zero_shot
 from evaluation.metrics import evaluate_clip
 
 
@@ -49,6 +50,9 @@ def main() -> None:
     results["attribute_retrieval"] = clip_attribute_retrieval(clip, splits, STYLE_CAPTION_SETS[splits.name])
     for phrasing, by_attribute in results["attribute_retrieval"].items():
         print(f"attribute retrieval AUC, {phrasing:34s} " + "  ".join(f"{a} {v['mean']:.3f} (worst class {v['min']:.3f})" for a, v in by_attribute.items()))
+    results["style_prompt_zero_shot"] = style_prompt_zero_shot(clip, splits, STYLE_CAPTION_SETS[splits.name])
+    for phrasing, by_word in results["style_prompt_zero_shot"].items():
+        print(f"class zero-shot, prompts naming one attribute, {phrasing:34s} {min(by_word.values()):.3f}-{max(by_word.values()):.3f}")
     write_result(args.name or f"clip_zero_shot_{args.dataset}", {"dataset": args.dataset, "held_out_images": len(splits.test_labels), **metrics, **results})
 
 

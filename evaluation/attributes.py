@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from evaluation.metrics import zero_shot_accuracy
 from models.clip import encode_images
 
 # The phrasings measured: two that training uses ("a thick six", "a six slanted left") and the held-out ones.
@@ -61,5 +62,24 @@ def clip_attribute_retrieval(clip, splits, style) -> dict:
                 in_class = labels == c
                 per_class.append(pair_auc(score[in_class & (terciles[:, a] == 2)], score[in_class & (terciles[:, a] == 0)]))
             results[phrasing][attribute.name] = summarise(per_class)
+    clip.train(was_training)
+    return results
+
+
+@torch.no_grad()
+def style_prompt_zero_shot(clip, splits, style) -> dict:
+    """{phrasing: {"width=2": accuracy, ...}}: CLIP's class zero-shot accuracy on the held-out images when every class
+    prompt names one attribute word in that phrasing ("this six is wide" against "this seven is wide", ...)."""
+    was_training = clip.training
+    clip.eval()
+    image_embeddings = encode_images(clip, splits.test_images)  # [N, D]
+    results: dict = {}
+    for phrasing, template in measured_phrasings(style).items():
+        results[phrasing] = {}
+        for attribute in style.attributes:
+            for tercile in (t for t in range(3) if attribute.words(t)):
+                prompts = [style.prompt(c, {attribute.name: tercile}, template) for c in range(style.num_classes)]
+                text = clip.encode_text(prompts).float().cpu()[None]  # [1, C, D]
+                results[phrasing][f"{attribute.name}={tercile}"] = zero_shot_accuracy(image_embeddings, splits.test_labels, text)
     clip.train(was_training)
     return results
