@@ -59,6 +59,8 @@ class GenerateConfig:
     steps: int = option(SamplingOptions.steps, "sampler steps (DDPM's original: 1000)")
     spacing: str = option(SamplingOptions.spacing, "how the steps are spread over t (quadratic: crowded towards t = 0)", choices=list(SPACINGS))
     guidance_scale: float = option(DEFAULT_GUIDANCE_SCALE, "classifier-free guidance scale of the decoder (1: no guidance)")
+    guidance_from_t: int = option(SamplingOptions.guidance_from_t, "guide the decoder only at timesteps t >= this (0..999), the conditional "
+                                                                    "output alone below it: a guidance interval (Kynkaanniemi et al. 2024)")
     prior_guidance_scale: float = option(PRIOR_SAMPLING.guidance_scale, "classifier-free guidance scale of the prior")
     num_candidates: int = option(1, "prior: draw k image embeddings per image and keep the one closest to the text (DALL-E 2 reranking)")
     superres_path: str | None = option(None, "the super-resolution checkpoint (implies --pipeline cascade; default: superres)")
@@ -97,7 +99,8 @@ class GenerateConfig:
     @property
     def sampling(self) -> SamplingOptions:
         """The decoder's (for a cascade: the base's) sampling options."""
-        return SamplingOptions(self.sampler, self.steps, self.guidance_scale, self.thresholding, self.eta, self.seed, self.spacing)
+        return SamplingOptions(self.sampler, self.steps, self.guidance_scale, self.thresholding, self.eta, self.seed, self.spacing,
+                               self.guidance_from_t)
 
     @property
     def needs_image_decoder(self) -> bool:

@@ -138,10 +138,11 @@ def main() -> None:
     parser.add_argument("--decoder_path", required=True, help="a text decoder trained with --captions style")
     parser.add_argument("--prior_path", default=None)
     parser.add_argument("--image_decoder_path", default=None, help="with --prior_path: the image-conditioned decoder")
-    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--per_prompt", type=int, default=20, help="images per prompt (each digit, attribute, word and phrasing)")
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
     parser.add_argument("--steps", type=int, default=SamplingOptions.steps)
+    parser.add_argument("--guidance_from_t", type=int, default=0, help="guide only at timesteps t >= this (a guidance interval)")
     parser.add_argument("--name", default="attributes")
     parser.add_argument("--folder", default="outputs/benchmarks")
     args = parser.parse_args()
@@ -152,7 +153,7 @@ def main() -> None:
     splits = load_dataset(decoder.config.dataset)
     style = STYLE_CAPTION_SETS[splits.name]
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
-    sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1)
+    sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1, guidance_from_t=args.guidance_from_t)
     pipelines = {"text decoder": Pipeline(clip, decoder, None, sampling)}
     if args.prior_path:
         pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, clip=clip), Prior.load(args.prior_path, clip=clip), sampling)
@@ -166,7 +167,7 @@ def main() -> None:
         print_report(name, results[name])
     write_result(args.name, {"clip_model_path": args.clip_model_path, "decoder_path": args.decoder_path, "prior_path": args.prior_path,
                              "image_decoder_path": args.image_decoder_path, "per_prompt": args.per_prompt, "guidance_scale": args.guidance_scale,
-                             "steps": args.steps, "judge_test_accuracy": judge_accuracy, "real_terciles": real, "results": results}, folder=args.folder)
+                             "steps": args.steps, "guidance_from_t": args.guidance_from_t, "judge_test_accuracy": judge_accuracy, "real_terciles": real, "results": results}, folder=args.folder)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
-    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--per_class", type=int, default=50)
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[-0.9, -0.8])

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--superres_path", default=None, help="the decoder is a cascade's base; this brings its images to full size (Imagen)")
     parser.add_argument("--augmentation_level", type=float, default=0.1, help="super-resolution conditioning augmentation at sampling")
     parser.add_argument("--superres_guidance_scale", type=float, default=1.0)
-    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--steps", type=int, default=SamplingOptions.steps)
     parser.add_argument("--spacing", default=SamplingOptions.spacing, choices=SPACINGS)

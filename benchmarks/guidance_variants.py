@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
     parser.add_argument("--weak_decoder_path", default="checkpoints/decoder_weak.pt", help="the weaker model for ag=W variants")
-    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     parser.add_argument("--steps", type=int, default=SamplingOptions.steps, help="DPM-Solver++(2M) steps")
     parser.add_argument("--spacing", default=SamplingOptions.spacing, choices=SPACINGS)

@@ -29,18 +29,18 @@ import torch
 
 from dataloading.datasets import load_dataset
 from evaluation.reports import machine
+from evaluation.judge import default_judge_path
 from models.conditioning import Conditioning
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import SamplingOptions
 from models.superres import Cascade
 from utils.plotting import save_grid
-from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, default_weights, export_weights, load_checkpoint
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
 from utils.files import write_json
 
 WORK_DIR = Path("checkpoints/release")  # a trial run (--scale below 1) uses checkpoints/release_trial and outputs/release_trial
 OUTPUT_DIR = Path("outputs/release")
-JUDGE = "judge"  # checkpoints/judge.pt (decoder_quality.py trains and caches it on its first run), else the shipped judge
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def main() -> None:
     run_name = args.run_name + ("_trial" if trial else "")
     work, outputs = WORK_DIR.parent / run_name, OUTPUT_DIR.parent / run_name
     out_dir = Path(args.out_dir) if args.out_dir else (PRETRAINED_DIR if run_name == "release" else outputs / "pretrained")
-    judge_path = default_weights(JUDGE)
+    judge_path = default_judge_path("mnist")  # checkpoints/judge.pt (decoder_quality.py trains and caches it on its first run), else the shipped judge
     print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
     metrics = train(work, outputs, args.scale, args.seed, args.device)
     results = judge(work, outputs, args.per_class, judge_path)

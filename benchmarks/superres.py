@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--base_path", default="checkpoints/decoder_14px.pt")
     parser.add_argument("--superres_path", default="checkpoints/superres.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt", help="the single full-size decoder to compare with ('' to skip)")
-    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--augmentation_levels", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.3])
     parser.add_argument("--per_class", type=int, default=50, help="generated images per digit")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps of every stage")

@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder_image.pt")
-    parser.add_argument("--judge_path", default="checkpoints/judge.pt")
+    parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--per_class", type=int, default=10, help="held-out source images per class")
     parser.add_argument("--variations", type=int, default=8, help="variations per source image")
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])

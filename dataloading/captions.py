@@ -17,7 +17,8 @@ FASHION_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "s
 
 
 def with_article(noun: str) -> str:
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
+    """'an eight', 'a six', and 'a one': the article follows the sound, and "one" starts with a w sound."""
+    return ("an " if noun[0] in "aeiou" and not noun.startswith("one") else "a ") + noun
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,25 @@ from tqdm import tqdm
 from dataloading.augment import random_affine
 from dataloading.datasets import ImageSplits
 from evaluation.metrics import frechet_distance
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.checkpoints import CHECKPOINT_DIR, WEIGHTS_SUFFIX, default_weights, load_checkpoint, save_checkpoint
+from utils.errors import UserError
 from utils.images import to_signed_float
 
 FEATURE_DIM = 64
 JUDGE_RECIPE = 2  # bump when train_judge changes, so cached judges are retrained; 1: without photometric augmentation
+JUDGE_EPOCHS = (10, 40)  # passes over the training split: 40 for the embedded MNIST's 4,500 images, fewer for bigger splits
+
+
+def judge_epochs(num_train: int) -> int:
+    """Passes over a training split of this size: about 180,000 images seen (40 passes over 4,500), within JUDGE_EPOCHS,
+    so Fashion-MNIST's 60,000 get 10 passes and a tiny test subset still 40."""
+    low, high = JUDGE_EPOCHS
+    return min(high, max(low, round(180_000 / max(1, num_train))))
+
+
+def default_judge_path(dataset: str) -> Path:
+    """Where a dataset's judge is cached: MNIST's at checkpoints/judge.pt (else the shipped one), others at checkpoints/judge_<dataset>.pt."""
+    return default_weights("judge") if dataset == "mnist" else CHECKPOINT_DIR / f"judge_{dataset}.pt"
 
 
 def random_photometric(images: torch.Tensor, generator: torch.Generator, max_lift: float = 0.1, max_noise: float = 0.05,
@@ -80,11 +94,12 @@ class Judge(nn.Module):
         return torch.cat(classes), torch.cat(features)
 
 
-def train_judge(splits: ImageSplits, epochs: int = 40, batch_size: int = 64, seed: int = 0, recipe: int = JUDGE_RECIPE) -> tuple[Judge, float]:
-    """Train on the training split; returns the judge and its held-out accuracy.
+def train_judge(splits: ImageSplits, epochs: int | None = None, batch_size: int = 64, seed: int = 0, recipe: int = JUDGE_RECIPE) -> tuple[Judge, float]:
+    """Train on the training split; returns the judge and its held-out accuracy. ``epochs``: judge_epochs by default.
 
     ``recipe=1`` leaves out the photometric augmentation, kept to show what it changes.
     """
+    epochs = epochs or judge_epochs(len(splits.train_labels))
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     judge = Judge(splits.image_shape[0], splits.captions.num_classes)
@@ -109,16 +124,23 @@ def train_judge(splits: ImageSplits, epochs: int = 40, batch_size: int = 64, see
     return judge, (predictions == splits.test_labels).float().mean().item()
 
 
-def load_or_train_judge(splits: ImageSplits, path: str | Path, recipe: int = JUDGE_RECIPE) -> tuple[Judge, float]:
-    """The judge is trained once per dataset and recipe and cached at ``path``."""
-    path = Path(path)
+def load_or_train_judge(splits: ImageSplits, path: str | Path | None = None, recipe: int = JUDGE_RECIPE) -> tuple[Judge, float]:
+    """The judge is trained once per dataset and recipe and cached at ``path`` (default: default_judge_path).
+    A cached judge of another dataset is never overwritten: that is an error."""
+    path = Path(path) if path is not None else default_judge_path(splits.name)
     if path.exists():
         data = load_checkpoint(path, "judge")
-        if data["dataset"] == splits.name and data["num_train"] == len(splits.train_labels) and data.get("recipe", 1) == recipe:
+        if data["dataset"] != splits.name:
+            raise UserError(f"{path} holds the judge of {data['dataset']}, not {splits.name}; give --judge_path another file "
+                            f"(the default for {splits.name} is {default_judge_path(splits.name)})")
+        if data["num_train"] == len(splits.train_labels) and data.get("recipe", 1) == recipe:
             judge = Judge(splits.image_shape[0], splits.captions.num_classes)
             judge.load_state_dict(data["model"])
             judge.recipe = recipe
             return judge.eval(), data["test_accuracy"]
+        if path.suffix == WEIGHTS_SUFFIX:
+            raise UserError(f"{path} is shipped weights of a judge trained on {data['num_train']} {data['dataset']} images with recipe "
+                            f"{data.get('recipe', 1)}; give --judge_path a .pt file to train one for these {len(splits.train_labels)}")
     judge, accuracy = train_judge(splits, recipe=recipe)
     save_checkpoint(path, "judge", {"model": judge.state_dict(), "dataset": splits.name, "num_train": len(splits.train_labels), "test_accuracy": accuracy, "recipe": recipe})
     return judge.eval(), accuracy

@@ -30,6 +30,7 @@ class CLIPConfig:
     char_dim: int = 32
     text_hidden_dim: int = 64  # per direction; token states are 2x this
     text_layers: int = 1
+    text_pooling: str = "final"  # models.text_encoder.TEXT_POOLINGS; checkpoints from before the choice existed pooled "final"
 
 
 class TinyCLIP(nn.Module):
@@ -37,7 +38,8 @@ class TinyCLIP(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.text_encoder = TextEncoder(tokenizer.vocab_size, config.embed_dim, config.char_dim, config.text_hidden_dim, config.text_layers)
+        self.text_encoder = TextEncoder(tokenizer.vocab_size, config.embed_dim, config.char_dim, config.text_hidden_dim, config.text_layers,
+                                        config.text_pooling)
         self.image_encoder = ImageEncoder(config.image_channels, config.embed_dim, config.image_width)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 

@@ -190,7 +190,8 @@ class Decoder(DiffusionBundle):
         out = []
         for start in (progress(chunks) if progress else chunks):
             part = cond.select(slice(start, start + chunk_size)).to(device)
-            denoiser = Denoiser(self.model, self.schedule, part, sampling.guidance_scale, sampling.thresholding, lambda: autocast(device))
+            denoiser = Denoiser(self.model, self.schedule, part, sampling.guidance_scale, sampling.thresholding, lambda: autocast(device),
+                                 sampling.guidance_from_t)
             shape = (part.embedding.shape[0], c, size, size)
             if shared_noise:
                 generator.manual_seed(sampling.seed)  # the same x_T in every chunk

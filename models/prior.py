@@ -121,7 +121,7 @@ def sample_image_embeddings(model: nn.Module, schedule: NoiseSchedule, cond: Con
     b, d = cond.embedding.shape
     index = torch.arange(b).repeat_interleave(num_candidates)
     expanded = cond.select(index).to(device)  # [B*k]
-    denoiser = Denoiser(model, schedule, expanded, sampling.guidance_scale, sampling.thresholding)
+    denoiser = Denoiser(model, schedule, expanded, sampling.guidance_scale, sampling.thresholding, guidance_from_t=sampling.guidance_from_t)
     generator = torch.Generator().manual_seed(sampling.seed)
     scaled = sample(denoiser, schedule, (b * num_candidates, d), sampling, generator, device)
     candidates = F.normalize(scaled.float(), dim=-1).view(b, num_candidates, d)

@@ -46,6 +46,9 @@ class SamplingOptions:
     eta: float = 0.0  # DDIM's noise (0: deterministic)
     seed: int = 0  # same seed, same samples
     spacing: str = "linear"  # "quadratic" crowds the steps towards t = 0 (NoiseSchedule.spaced_timesteps)
+    # Guide only at timesteps t >= this, and use the conditional output alone below it: a guidance interval
+    # (Kynkaanniemi et al. 2024). The class is chosen at high noise, the strokes' ink at middle noise (BENCHMARKS.md).
+    guidance_from_t: int = 0
 
     def __post_init__(self) -> None:
         require(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -54,6 +57,7 @@ class SamplingOptions:
         require(self.steps > 0, f"sampling steps must be positive, got {self.steps}")
         require(math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, f"guidance scale must be a finite number, 0 or more; got {self.guidance_scale}")
         require(math.isfinite(self.eta) and self.eta >= 0, f"eta must be a finite number, 0 or more; got {self.eta}")
+        require(0 <= self.guidance_from_t < 1000, f"guidance_from_t must be a timestep from 0 to 999, got {self.guidance_from_t}")
 
 
 def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
@@ -70,15 +74,17 @@ class Denoiser:
     """(x_t, t) -> (x0_hat, eps_hat) with classifier-free guidance and thresholding.
 
     Guidance (Ho & Salimans 2022): out = out_uncond + w (out_cond - out_uncond),
-    both passes in one batched forward. With w = 1 only the conditional pass runs.
+    both passes in one batched forward. With w = 1, or at t < ``guidance_from_t``
+    (a guidance interval, Kynkaanniemi et al. 2024), only the conditional pass runs.
     The guided output is linear in the network's output, so guiding v, eps or x0
     gives the same x0_hat.
     """
 
     def __init__(self, model: torch.nn.Module, schedule: NoiseSchedule, cond: Conditioning, guidance_scale: float = 1.0,
-                 thresholding: str = "none", autocast: Callable | None = None) -> None:
+                 thresholding: str = "none", autocast: Callable | None = None, guidance_from_t: int = 0) -> None:
         assert thresholding in THRESHOLDING, thresholding
         self.model, self.schedule, self.guidance_scale, self.thresholding = model, schedule, guidance_scale, thresholding
+        self.guidance_from_t = guidance_from_t
         self.cond = cond
         self.guided_cond = cond.repeat_with_null() if guidance_scale != 1.0 else None
         self.autocast = autocast
@@ -86,7 +92,7 @@ class Denoiser:
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, t: int) -> torch.Tensor:
         b = x.shape[0]
-        if self.guided_cond is None:
+        if self.guided_cond is None or t < self.guidance_from_t:
             return self._forward(x, torch.full((b,), t, device=x.device), self.cond)
         out = self._forward(torch.cat([x, x]), torch.full((2 * b,), t, device=x.device), self.guided_cond)
         cond_out, uncond_out = out.chunk(2)

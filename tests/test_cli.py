@@ -77,6 +77,7 @@ def generate(tmp_path, decoder_path, clip_path, *extra):
     (["--prompt", "six", "--guidance_scale", "nan"], "--guidance_scale must be a finite number"),
     (["--prompt", "six", "--prior_guidance_scale", "inf"], "--prior_guidance_scale must be a finite number"),
     (["--prompt", "six", "--sampler", "euler"], "invalid choice"),
+    (["--prompt", "six", "--guidance_from_t", "1000"], "guidance_from_t must be a timestep from 0 to 999"),
 ])
 def test_generate_rejects_bad_input(capsys, tmp_path, tiny_decoder_path, tiny_clip_path, extra, match):
     assert_one_line_error(capsys, generate(tmp_path, tiny_decoder_path, tiny_clip_path, *extra), match)

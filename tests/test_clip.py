@@ -37,6 +37,17 @@ def test_padding_does_not_change_the_embedding():
     assert torch.allclose(alone, padded, atol=1e-6)
     _, states = clip.encode_tokens(clip.tokenizer.batch_encode(["six", "a much longer prompt"]))
     assert torch.all(states[0, 5:] == 0)  # packed sequences: padding is never read
+    torch.manual_seed(0)
+    max_pooled = TinyCLIP(CLIPConfig(embed_dim=16, image_width=8, char_dim=8, text_hidden_dim=16, text_pooling="max"), CharTokenizer()).eval()
+    alone = max_pooled.encode_text(["six"])
+    assert torch.allclose(alone, max_pooled.encode_text(["six", "a much longer prompt that pads the first one"])[:1], atol=1e-6)
+    assert not torch.allclose(alone, clip.encode_text(["six"]), atol=1e-3)  # the same weights, pooled another way
+
+
+def test_checkpoints_from_before_the_pooling_choice_load_as_final_pooling(tmp_path):
+    payload = tiny_clip().checkpoint_payload()
+    del payload["config"]["text_pooling"]  # what older checkpoints hold
+    assert TinyCLIP.from_checkpoint(payload).config.text_pooling == "final"
 
 
 def test_temperature_init_and_clamp():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dataloading.augment import random_affine
-from dataloading.captions import FASHION_CAPTIONS, MNIST_CAPTIONS
+from dataloading.captions import FASHION_CAPTIONS, MNIST_CAPTIONS, with_article
 from dataloading.datasets import CaptionedImages, load_dataset, load_idx_dir
 from utils.images import to_signed_float, to_uint8
 from utils.errors import UserError
@@ -81,6 +81,7 @@ def test_captions_mix_words_and_numerals():
     held_out = {p for prompts in MNIST_CAPTIONS.prompts("held_out") for p in prompts}
     assert not held_out & set(MNIST_CAPTIONS.all_train_captions())
     assert FASHION_CAPTIONS.prompts("with_article")[9] == ["an ankle boot"]
+    assert with_article("one") == "a one" and with_article("eight") == "an eight"  # the article follows the sound
 
 
 def test_batches_yield_every_image_once(embedded_splits):

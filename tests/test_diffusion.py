@@ -108,6 +108,11 @@ def test_guidance_scale_one_is_the_conditional_output():
     guided = Denoiser(model, schedule, cond, 3.0).model_output(x, 500)
     unconditional = model(x, torch.full((3,), 500), Conditioning(cond.embedding, drop=torch.ones(3, dtype=torch.bool)))
     assert torch.allclose(guided, unconditional + 3 * (conditional - unconditional), atol=1e-4)
+    interval = Denoiser(model, schedule, cond, 3.0, guidance_from_t=600)  # a guidance interval: t = 500 lies below it
+    assert torch.allclose(interval.model_output(x, 500), conditional, atol=1e-5)
+    assert torch.allclose(interval.model_output(x, 700), Denoiser(model, schedule, cond, 3.0).model_output(x, 700), atol=1e-5)
+    with pytest.raises(UserError, match="guidance_from_t"):
+        SamplingOptions(guidance_from_t=1000)
 
 
 def test_dynamic_thresholding_bounds_and_keeps_in_range_images():

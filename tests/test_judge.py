@@ -5,7 +5,11 @@ import torch
 
 from utils.images import to_signed_float
 from utils.checkpoints import load_checkpoint
-from evaluation.judge import JUDGE_RECIPE, QualityReference, load_or_train_judge, random_photometric
+import pytest
+
+from evaluation.judge import JUDGE_RECIPE, QualityReference, judge_epochs, load_or_train_judge, random_photometric
+from utils.checkpoints import save_checkpoint
+from utils.errors import UserError
 
 
 def test_photometric_augmentation_stays_in_range_and_can_be_switched_off(embedded_splits):
@@ -39,3 +43,14 @@ def test_cached_judge_of_another_recipe_is_retrained(embedded_splits, tmp_path):
     assert cached_accuracy == accuracy and all(torch.equal(a, b) for a, b in zip(cached.state_dict().values(), judge.state_dict().values()))
     reference = QualityReference(judge, splits, per_class=5)
     assert reference.real["num_images"] == 50 and reference.real["frechet"] > 0
+
+
+def test_a_cached_judge_of_another_dataset_is_an_error_not_overwritten(embedded_splits, tmp_path):
+    path = save_checkpoint(tmp_path / "judge.pt", "judge", {"model": {}, "dataset": "fashion", "num_train": 60000, "test_accuracy": 0.9, "recipe": JUDGE_RECIPE})
+    with pytest.raises(UserError, match="holds the judge of fashion, not mnist"):
+        load_or_train_judge(embedded_splits, path)
+    assert load_checkpoint(path, "judge")["dataset"] == "fashion"
+
+
+def test_judge_epochs_see_about_the_same_images_for_any_split():
+    assert judge_epochs(4500) == 40 and judge_epochs(60000) == 10 and judge_epochs(200) == 40

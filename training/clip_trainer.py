@@ -21,6 +21,7 @@ from dataloading.captions import CAPTION_SETS
 from dataloading.character_tokenizer import CharTokenizer
 from dataloading.datasets import ImageSplits, load_dataset
 from dataloading.style_captions import CAPTION_STYLES, STYLE_CAPTION_SETS
+from models.text_encoder import TEXT_POOLINGS
 from evaluation.attributes import clip_attribute_retrieval
 from evaluation.metrics import evaluate_clip
 from models.clip import CLIPConfig, TinyCLIP, contrastive_loss, encode_images
@@ -47,6 +48,7 @@ class ClipTrainingConfig:
     augment: bool = option(True, "random rotation, scale and shift of training images")
     train_subset: int = option(0, "train on only this many images (0: all), for quick tests")
     embed_dim: int = option(64, "size of the shared CLIP embedding")
+    text_pooling: str = option("final", "how the text LSTM's states become one embedding: final (the last states) or max (each feature's maximum over the characters)", choices=list(TEXT_POOLINGS))
     seed: int = option(0, "random seed (same seed, same model)")
     device: str = option("auto", "auto, cpu or cuda")
     save_path: str = option("checkpoints/clip.pt", "checkpoint path; metrics go beside it as .json")
@@ -74,7 +76,7 @@ class ClipRun:
         self.generator = seed_everything(config.seed)
         self.splits = (splits or load_dataset(config.dataset, config.data_dir, config.download)).subset(config.train_subset, config.seed)
         channels, height, _ = self.splits.image_shape
-        self.model = TinyCLIP(CLIPConfig(embed_dim=config.embed_dim, image_channels=channels, image_size=height), CharTokenizer()).to(self.device)
+        self.model = TinyCLIP(CLIPConfig(embed_dim=config.embed_dim, image_channels=channels, image_size=height, text_pooling=config.text_pooling), CharTokenizer()).to(self.device)
         self.train_set = self.splits.training_set(config.captions, config.seed)
         self.steps_per_epoch = len(self.train_set) // config.batch_size
         require(self.steps_per_epoch > 0, f"--batch_size {config.batch_size} is larger than the {len(self.train_set)} training images")

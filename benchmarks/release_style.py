@@ -1,0 +1,111 @@
+"""The style release: a CLIP and a text decoder trained on style captions, judged, shipped in pretrained/style/.
+
+    python benchmarks/release_style.py                  # about 11 minutes of training on a 2-core CPU with AVX-512
+    python benchmarks/release_style.py --scale 0.01 --per_prompt 2 --per_class 5   # to try it in a minute: outputs/release_trial/style/
+
+The captions name how each digit is drawn as well as which digit it is ("a thick six slanted left",
+``--captions style``); the CLIP max-pools its text LSTM's states (``--text_pooling max``), which carries the class
+word through sentence shapes training never used. Like ``release.py`` (whose ``ReleaseStage`` runs the trainers
+here, each with ``--resume``), it trains into ``checkpoints/release/style/``, then measures with
+``benchmarks/attributes.py`` (adherence to attribute words, class accuracy by phrasing, the tercile shares when
+nothing is named) and ``benchmarks/decoder_quality.py`` (plain prompts), and writes the EMA weights,
+``attributes.json`` and a model card ``README.md`` to ``pretrained/style/`` (about 4.5 MB). ``demo.ipynb`` shows them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: F401
+
+from evaluation.judge import default_judge_path
+from evaluation.reports import machine
+from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, run
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
+from utils.files import write_json
+
+STYLE_STAGES = (
+    ReleaseStage("clip", "clip", "clip_train.py", ("--captions", "style", "--text_pooling", "max"), 30,
+                 "tiny CLIP on style captions, max-pooled text LSTM"),
+    ReleaseStage("decoder", "decoder", "unclip_train.py", ("--captions", "style"), 8000, "text decoder on style captions: CLIP text embedding -> 28x28"),
+)
+GUIDANCE = 2.0  # the decoders' default
+
+
+def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_class: int) -> tuple[dict, dict]:
+    """(attributes.py's result, decoder_quality.py's result), each measured again when the decoder is newer than it."""
+    results = []
+    for name, script, flags in (("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt)]),
+                                ("quality", "benchmarks/decoder_quality.py", ["--guidance_scales", str(GUIDANCE), "--per_class", str(per_class)])):
+        path = outputs / f"{name}.json"
+        if not path.exists() or path.stat().st_mtime < (work / "decoder.pt").stat().st_mtime:
+            run([sys.executable, script, "--clip_model_path", str(work / "clip.pt"), "--decoder_path", str(work / "decoder.pt"),
+                 "--judge_path", str(judge_path), *flags, "--name", name, "--folder", str(outputs)])
+        results.append(json.loads(path.read_text()))
+    return results[0], results[1]
+
+
+def model_card(metrics: dict, attributes: dict, quality: dict, weights: list[Path], commands: list[list[str]]) -> str:
+    """pretrained/style/README.md: the two stages, and what their words do to the pictures."""
+    text = attributes["results"]["text decoder"]
+    lines = ["# Shipped weights: style captions", "",
+             f"Made by `python benchmarks/release_style.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on {time.strftime('%Y-%m-%d')}, "
+             f"{machine()}, {sum(m['train_seconds'] for m in metrics.values()) / 60:.0f} minutes of training. The data and split are the "
+             "release's (../README.md); the captions name each digit's measured thickness, slant and width terciles.", "",
+             "| file | stage | steps | training minutes | parameters |", "|---|---|---|---|---|"]
+    for stage, path in zip(STYLE_STAGES, weights):
+        m = metrics[stage.name]
+        steps = f"{m['epochs']} epochs" if stage.name == "clip" else f"{m['steps']:,}"
+        lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {stage.what} | {steps} | {m['train_seconds'] / 60:.1f} | {m['parameters']:,} |")
+    lines += ["", f"Adherence ({attributes['per_prompt']} images per prompt, guidance {attributes['guidance_scale']:g}): the AUC that the image drawn for the high word "
+              "(\"a thick six\") measures higher than the one for the low word (\"a thin six\"), mean over digits (worst digit); then the share in the tercile asked for.", "",
+              "| phrasing | " + " | ".join(next(iter(text["adherence"].values()))) + " |", "|---|" + "---|" * len(next(iter(text["adherence"].values())))]
+    for phrasing, by in text["adherence"].items():
+        lines.append(f"| {phrasing} | " + " | ".join(f"{v['auc']['mean']:.3f} ({v['auc']['min']:.3f}), {v['in_tercile']:.2f}" for v in by.values()) + " |")
+    lines += ["", "Judge class accuracy by phrasing: " + ", ".join(f"{k} {v:.1%}" for k, v in text["class_accuracy_by_phrasing"].items()) + ".", "",
+              "Tercile shares when nothing is named (low / middle / high): " + "; ".join(
+                  f"{a} {' / '.join(f'{s:.2f}' for s in shares)} (real {' / '.join(f'{s:.2f}' for s in attributes['real_terciles'][a])})"
+                  for a, shares in text["no_attribute_named"].items()) + ".", ""]
+    lines += ["Plain prompts (\"six\", \"6\"), as in the release's card:", "", "| form | accuracy (worst digit) | Fréchet ratio | two-sample |", "|---|---|---|---|"]
+    lines += [f"| {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.0%}) | {row['frechet_ratio']:.2f}× | {row['two_sample']['accuracy']:.3f} |"
+              for row in quality["results"]]
+    lines += ["", "Measured with:", "", f"    {attributes['command']}", f"    {quality['command']}", "", "Training commands:", ""]
+    lines += [f"    python {' '.join(command[1:])}" for command in commands]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step budget")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--per_prompt", type=int, default=20, help="attributes.py: images per prompt")
+    parser.add_argument("--per_class", type=int, default=100, help="decoder_quality.py: images per digit and prompt form")
+    args = parser.parse_args()
+    if args.scale <= 0 or args.per_prompt < 2 or args.per_class <= 0:
+        parser.error("--scale and --per_class must be positive, and --per_prompt at least 2")
+    run_name = "release" + ("_trial" if args.scale < 1 else "")
+    work, outputs = WORK_DIR.parent / run_name / "style", OUTPUT_DIR.parent / run_name / "style"
+    out_dir = PRETRAINED_DIR / "style" if run_name == "release" else outputs / "pretrained"
+    judge_path = default_judge_path("mnist")
+    commands = [stage.command(work, outputs, args.scale, args.seed, args.device) for stage in STYLE_STAGES]
+    for stage, command in zip(STYLE_STAGES, commands):
+        if not (work / f"{stage.name}.json").exists():
+            run(command)
+    metrics = {stage.name: json.loads((work / f"{stage.name}.json").read_text()) for stage in STYLE_STAGES}
+    attributes, quality = measure(work, outputs, judge_path, args.per_prompt, args.per_class)
+    weights = [export_weights(work / f"{stage.name}.pt", out_dir / f"{stage.name}{WEIGHTS_SUFFIX}") for stage in STYLE_STAGES]
+    for stage, path in zip(STYLE_STAGES, weights):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        print(f"wrote {write_json(path.with_suffix('.json'), metrics[stage.name])}")
+    print(f"wrote {write_json(out_dir / 'attributes.json', attributes)}")
+    card = out_dir / "README.md"
+    card.write_text(model_card(metrics, attributes, quality, weights, commands))
+    print(f"wrote {card}")
+
+
+if __name__ == "__main__":
+    main()
