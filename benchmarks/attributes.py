@@ -28,7 +28,7 @@ import torch
 from dataloading.attributes import measure
 from dataloading.datasets import load_dataset
 from dataloading.style_captions import STYLE_CAPTION_SETS
-from evaluation.attributes import measured_phrasings, pair_auc, summarise
+from evaluation.attributes import measured_phrasings, pair_auc, summarise, tercile_shares
 from evaluation.judge import load_or_train_judge
 from evaluation.reports import write_result
 from models.conditioning import Conditioning
@@ -49,11 +49,6 @@ class Pipeline:
         if self.prior is not None:
             cond = Conditioning(self.prior.sample(cond, replace(PRIOR_SAMPLING, seed=self.sampling.seed)))
         return to_uint8(self.decoder.generate(cond, self.sampling))
-
-
-def tercile_shares(terciles: torch.Tensor) -> list[float]:
-    """[N] tercile indices -> the share in each of the three."""
-    return (torch.bincount(terciles, minlength=3).float() / max(1, len(terciles))).tolist()
 
 
 def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:

@@ -14,6 +14,10 @@ A variant is a comma-separated list of settings:
                    PHI : 1 - PHI with the plain guided output (Lin et al. 2024, sec. 3.4)
     ag=W           autoguidance (Karras et al. 2024): also push away from a weaker model of the
                    same task, out += (W - 1) (c - c_weak); needs --weak_decoder_path
+    apg=ETA        projected guidance (Sadat et al. 2024, APG without momentum): in x0 space, split the
+                   guidance update D = x0_c - x0_u into its part parallel to x0_c (which scales the image
+                   up: contrast, saturation, ink) and the rest, and keep only ETA of the parallel part:
+                   x0 = x0_c + (W - 1) (D_orth + ETA D_par)
 
 This is an experiment bench, not a feature: none of these variants is in the pipeline
 (BENCHMARKS.md gives the measured reasons).
@@ -31,6 +35,8 @@ from dataloading.datasets import load_dataset
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.diffusion import SPACINGS
 from models.samplers import Denoiser, SamplingOptions, sample
+from utils.images import to_uint8
+from evaluation.attributes import attribute_shares
 from evaluation.judge import QualityReference, load_or_train_judge
 from evaluation.two_sample import classifier_two_sample_test, pixel_statistics, real_sets
 
@@ -39,11 +45,11 @@ DEFAULT_VARIANTS = ["cfg=1.5", "cfg=2", "cfg=3", "cfg=2,interval=500:999", "cfg=
 
 
 def parse_variant(text: str) -> dict:
-    settings = {"cfg": 1.0, "interval": (0, 10**9), "rescale": 0.0, "ag": 1.0}
+    settings = {"cfg": 1.0, "interval": (0, 10**9), "rescale": 0.0, "ag": 1.0, "apg": None}
     for item in text.split(","):
         key, _, value = item.partition("=")
         if key not in settings:
-            raise SystemExit(f"unknown setting {key!r} in variant {text!r}; use cfg, interval, rescale, ag")
+            raise SystemExit(f"unknown setting {key!r} in variant {text!r}; use cfg, interval, rescale, ag, apg")
         settings[key] = tuple(int(v) for v in value.split(":")) if key == "interval" else float(value)
     return settings
 
@@ -71,6 +77,21 @@ class GuidanceVariant(Denoiser):
             std = lambda z: z.flatten(1).std(1).view(-1, *([1] * (z.ndim - 1)))  # noqa: E731
             guided = s["rescale"] * guided * std(cond_out) / std(guided) + (1 - s["rescale"]) * guided
         return guided
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, b = self.settings, x.shape[0]
+        if s["apg"] is None or self.guided_cond is None or not s["interval"][0] <= t <= s["interval"][1]:
+            return super().__call__(x, t)
+        t_batch = torch.full((b,), t, dtype=torch.long)
+        cond_out, uncond_out = self._forward(torch.cat([x, x]), torch.full((2 * b,), t), self.guided_cond).chunk(2)
+        x0_c, _ = self.schedule.split_prediction(cond_out, x, t_batch)  # [B, C, H, W]
+        x0_u, _ = self.schedule.split_prediction(uncond_out, x, t_batch)
+        update = x0_c - x0_u
+        unit = x0_c.flatten(1) / x0_c.flatten(1).norm(dim=1, keepdim=True).clamp_min(1e-8)  # [B, CHW]
+        parallel = ((update.flatten(1) * unit).sum(1, keepdim=True) * unit).view_as(update)
+        x0 = x0_c + (s["cfg"] - 1) * (update - parallel + s["apg"] * parallel)
+        return x0, self.schedule.eps_from_x0(x0, x, t_batch)
 
 
 def main() -> None:
@@ -110,13 +131,15 @@ def main() -> None:
         images = decoder.pixel_space.decode(drawn.clamp(-1, 1))  # as Decoder.generate returns them
         result = reference.evaluate(images, labels)
         result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1),
-                      pixels=pixel_statistics(images))
+                      pixels=pixel_statistics(images), attribute_terciles=attribute_shares(to_uint8(images), labels, splits))
         if args.two_sample:
             result["two_sample"] = classifier_two_sample_test(images, real, labels, real_labels)
         rows.append(result)
         two_sample = f"  two-sample {result['two_sample']['accuracy']:.3f}" if args.two_sample else ""
         print(f"{text:28s} accuracy {result['accuracy']:.4f} (worst digit {result['min_class_accuracy']:.2f})  "
               f"Frechet {result['frechet_ratio']:.2f}x real{two_sample}  mean pixel {result['pixels']['mean']:.4f}  [{result['seconds']:.0f} s]")
+        print(" " * 29 + "tercile shares (low / middle / high; real about 1/3 each): " + "  ".join(
+            f"{name} {' / '.join(f'{v:.2f}' for v in shares)}" for name, shares in result["attribute_terciles"].items()))
     write_result(args.name, {"decoder_path": args.decoder_path, "weak_decoder_path": args.weak_decoder_path if weak else None,
                              "steps": args.steps, "spacing": args.spacing, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real,
                              "real_pixels": pixel_statistics(real), "results": rows})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from dataloading.attributes import DATASET_ATTRIBUTES, measure
 from evaluation.metrics import zero_shot_accuracy
 from models.clip import encode_images
 
@@ -30,6 +31,19 @@ def pair_auc(high: torch.Tensor, low: torch.Tensor) -> float:
         return float("nan")
     difference = high[:, None] - low[None, :]  # [H, L]
     return ((difference > 0).float() + 0.5 * (difference == 0).float()).mean().item()
+
+
+def tercile_shares(terciles: torch.Tensor) -> list[float]:
+    """[N] tercile indices -> the share in each of the three."""
+    return (torch.bincount(terciles, minlength=3).float() / max(1, len(terciles))).tolist()
+
+
+def attribute_shares(images: torch.Tensor, labels: torch.Tensor, splits) -> dict[str, list[float]]:
+    """uint8 images [N, C, H, W] of classes ``labels`` [N] -> {attribute: shares in its low / middle / high tercile of real
+    images of the same class}. Real held-out images give about a third each; naming nothing should too."""
+    attributes = DATASET_ATTRIBUTES[splits.name]
+    terciles = splits.attribute_bins.terciles(measure(images, attributes), labels)  # [N, A]
+    return {a.name: tercile_shares(terciles[:, i]) for i, a in enumerate(attributes)}
 
 
 def summarise(per_class: list[float]) -> dict:

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, run_cli
 from dataloading.attributes import (DATASET_ATTRIBUTES, AttributeBins, deskewed_width, measure, skeletonize, slant_degrees,
                                     stroke_thickness, synthetic_stroke)
 from dataloading.style_captions import MNIST_STYLE, STYLE_CAPTION_SETS
-from evaluation.attributes import pair_auc
+from evaluation.attributes import attribute_shares, pair_auc, tercile_shares
 
 THICK_WORDS, THIN_WORDS = ("thick", "bold"), ("thin",)
 LEFT_WORDS, RIGHT_WORDS = ("left-slanted", "slanted left", "leaning left"), ("right-slanted", "slanted right", "leaning right")
@@ -124,6 +124,17 @@ def test_benchmark_prompts():
     assert MNIST_STYLE.prompt(7, {"thickness": 2, "slant": 1}, "the digit {name} {post}") == "the digit seven written thick and upright"
     assert MNIST_STYLE.prompt(3, {"slant": 0}, "this {name} is {post}", name_form=1) == "this 3 is slanted left"
     assert STYLE_CAPTION_SETS["fashion"].prompt(9, {"size": 2}) == "a large ankle boot"
+
+
+def test_attribute_shares_of_real_and_of_uniform_images(embedded_splits):
+    """Held-out real digits fill each tercile about equally; copies of one image all land in the same one."""
+    splits = embedded_splits
+    real = attribute_shares(splits.test_images, splits.test_labels, splits)  # {attribute: [low, middle, high]}
+    assert set(real) == {"thickness", "slant", "width"}
+    assert all(abs(sum(shares) - 1) < 1e-6 and max(abs(v - 1 / 3) for v in shares) < 0.08 for shares in real.values()), real
+    copies = attribute_shares(splits.test_images[:1].repeat(20, 1, 1, 1), splits.test_labels[:1].repeat(20), splits)
+    assert all(sorted(shares) == [0.0, 0.0, 1.0] for shares in copies.values()), copies
+    assert tercile_shares(torch.tensor([0, 0, 2, 1])) == [0.5, 0.25, 0.25]
 
 
 def test_pair_auc():
