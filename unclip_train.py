@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from training.diffusion_trainer import train_unclip
 from training.unclip_configs import STAGE_CONFIGS
-from utils.cli import ArgumentParser, add_config_arguments, config_from_args, run_main
+from training.presets import apply_preset
+from utils.cli import ArgumentParser, add_config_arguments, config_from_args, given_flags, run_main
 
 STAGE_HELP = ("decoder: CLIP embedding -> image; prior: CLIP text -> CLIP image embedding (DALL-E 2); "
               "superres: CLIP embedding + 14x14 image -> 28x28 image (Imagen's cascade). Each has its own options: --stage prior --help")
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     config_class = STAGE_CONFIGS[stage]
     parser = ArgumentParser(description=f"{__doc__.splitlines()[0]} These are the {stage} stage's options.", parents=[stage_parser])
     add_config_arguments(parser, config_class)
-    train_unclip(config_from_args(config_class, parser.parse_args(argv)))
+    given = given_flags(parser, argv)
+    train_unclip(config_from_args(config_class, parser.parse_args(argv), lambda values: apply_preset(stage, values, given)))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from dataloading.datasets import load_dataset
 from dataloading.style_captions import STYLE_CAPTION_SETS
 from evaluation.attributes import measured_phrasings, pair_auc, summarise, tercile_shares
 from evaluation.judge import load_or_train_judge
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 from models.conditioning import Conditioning
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
@@ -140,18 +140,20 @@ def main() -> None:
     parser.add_argument("--guidance_from_t", type=int, default=0, help="guide only at timesteps t >= this (a guidance interval)")
     parser.add_argument("--name", default="attributes")
     parser.add_argument("--folder", default="outputs/benchmarks")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
     if args.per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path):
         parser.error("--per_prompt must be at least 2, and --prior_path and --image_decoder_path go together")
-    clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path, clip=clip)
+    clip = load_clip(args.clip_model_path, device)
+    decoder = Decoder.load(args.decoder_path, device, clip=clip)
     splits = load_dataset(decoder.config.dataset)
     style = STYLE_CAPTION_SETS[splits.name]
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
     sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1, guidance_from_t=args.guidance_from_t)
     pipelines = {"text decoder": Pipeline(clip, decoder, None, sampling)}
     if args.prior_path:
-        pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, clip=clip), Prior.load(args.prior_path, clip=clip), sampling)
+        pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, device, clip=clip), Prior.load(args.prior_path, device, clip=clip), sampling)
     real = {a.name: tercile_shares(splits.terciles("test")[:, i]) for i, a in enumerate(style.attributes)}
     print("real held-out digits, tercile shares: " + "  ".join(f"{a} {' / '.join(f'{s:.2f}' for s in shares)}" for a, shares in real.items()))
     results = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 import torch
 
 from dataloading.datasets import load_dataset
@@ -52,10 +52,12 @@ def main() -> None:
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[-0.9, -0.8])
     parser.add_argument("--renoise_timesteps", type=int, nargs="+", default=[20, 60, 150, 300, 500])
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
 
-    clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path, clip=clip)
+    clip = load_clip(args.clip_model_path, device)
+    decoder = Decoder.load(args.decoder_path, device, clip=clip)
     splits = load_dataset(decoder.config.dataset)
     judge, _ = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)

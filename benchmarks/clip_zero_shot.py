@@ -14,7 +14,7 @@ import argparse
 import time
 
 import common  # noqa: F401  (puts the repo root on sys.path)
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 
 from dataloading.datasets import load_dataset
 from models.pipeline import load_clip
@@ -31,11 +31,13 @@ def main() -> None:
     parser.add_argument("--load", default=None, help="evaluate this checkpoint instead of training")
     parser.add_argument("--captions", default="class", help="train with class or style captions")
     parser.add_argument("--name", default=None, help="result file name (default: clip_zero_shot_<dataset>)")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
     splits = load_dataset(args.dataset)
     start = time.perf_counter()
     if args.load:
-        clip = load_clip(args.load)
+        clip = load_clip(args.load, device)
         metrics = {"checkpoint": args.load}
     else:
         config = ClipTrainingConfig(dataset=args.dataset, captions=args.captions, save_path=f"checkpoints/bench_clip_{args.dataset}.pt", output_dir=f"outputs/bench_clip_{args.dataset}")

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 
 import common  # noqa: F401
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 import torch
 
 from dataloading.datasets import load_dataset
@@ -54,15 +54,17 @@ def main() -> None:
     parser.add_argument("--folder", default="outputs/benchmarks", help="where the result file goes")
     parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
     parser.add_argument("--two_sample_steps", type=int, default=300, help="training steps of each fold's classifier")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
 
-    clip = load_clip(args.clip_model_path)
+    clip = load_clip(args.clip_model_path, device)
     if args.superres_path:
-        decoder = Cascade.load(args.decoder_path, args.superres_path, clip=clip, augmentation_level=args.augmentation_level,
+        decoder = Cascade.load(args.decoder_path, args.superres_path, device, clip=clip, augmentation_level=args.augmentation_level,
                                superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
     else:
-        decoder = Decoder.load(args.decoder_path, clip=clip)
-    prior = Prior.load(args.prior_path, clip=clip) if args.prior_path else None
+        decoder = Decoder.load(args.decoder_path, device, clip=clip)
+    prior = Prior.load(args.prior_path, device, clip=clip) if args.prior_path else None
     splits = load_dataset(decoder.config.dataset)
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)

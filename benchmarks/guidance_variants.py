@@ -28,7 +28,7 @@ import argparse
 import time
 
 import common  # noqa: F401
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 import torch
 
 from dataloading.datasets import load_dataset
@@ -107,14 +107,16 @@ def main() -> None:
     parser.add_argument("--form", default="word")
     parser.add_argument("--name", default="guidance_variants")
     parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
 
     variants = [(text, parse_variant(text)) for text in args.variants]
-    clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path, clip=clip)
+    clip = load_clip(args.clip_model_path, device)
+    decoder = Decoder.load(args.decoder_path, device, clip=clip)
     weak = None
     if any(settings["ag"] != 1 for _, settings in variants):
-        weak = Decoder.load(args.weak_decoder_path, clip=clip)
+        weak = Decoder.load(args.weak_decoder_path, device, clip=clip)
     splits = load_dataset(decoder.config.dataset)
     judge, _ = load_or_train_judge(splits, args.judge_path)
     reference = QualityReference(judge, splits, args.per_class)

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import replace
 
 import common  # noqa: F401
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 
 from dataloading.datasets import load_dataset
 from models.pipeline import ClipConditioner, load_clip
@@ -25,9 +25,11 @@ def main() -> None:
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     parser.add_argument("--num_candidates", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--name", default="prior_quality", help="result file name")
+    add_device_argument(parser)
     args = parser.parse_args()
-    clip = load_clip(args.clip_model_path)
-    prior = Prior.load(args.prior_path, clip=clip)
+    device = use_device(args.device)
+    clip = load_clip(args.clip_model_path, device)
+    prior = Prior.load(args.prior_path, device, clip=clip)
     splits = load_dataset(prior.config.dataset)
     conditioner = ClipConditioner(clip)
     rows = []

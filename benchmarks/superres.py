@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 import torch
 import torch.nn.functional as F
 
@@ -48,10 +48,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="sampler steps of every stage")
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE, help="of the base and of the single decoder")
     parser.add_argument("--superres_guidance_scale", type=float, default=1.0)
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
 
-    clip = load_clip(args.clip_model_path)
-    cascade = Cascade.load(args.base_path, args.superres_path, clip=clip, superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
+    clip = load_clip(args.clip_model_path, device)
+    cascade = Cascade.load(args.base_path, args.superres_path, device, clip=clip, superres_steps=args.steps, superres_guidance_scale=args.superres_guidance_scale)
     base, superres = cascade.base, cascade.superres
     splits = load_dataset(superres.config.dataset)
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
@@ -112,7 +114,7 @@ def main() -> None:
         judge_generated(f"cascade (aug {level:g})", cascade_images[level], base_seconds + time.perf_counter() - start, level)
     single = None
     if args.decoder_path:
-        decoder = Decoder.load(args.decoder_path, clip=clip)
+        decoder = Decoder.load(args.decoder_path, device, clip=clip)
         start = time.perf_counter()
         single = decoder.generate(gen_cond, sampling)
         judge_generated(f"single {size}x{size} decoder", single, time.perf_counter() - start)

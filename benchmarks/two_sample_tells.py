@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dataloading.datasets import load_dataset
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 from evaluation.two_sample import as_uint8, classifier_two_sample_test, level_shares, real_sets
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
@@ -70,10 +70,12 @@ def main() -> None:
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
     parser.add_argument("--thresholding", default=SamplingOptions.thresholding)
     parser.add_argument("--name", default=None, help="result file name (default: two_sample_tells_<checkpoint name>)")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
 
-    clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path, clip=clip)
+    clip = load_clip(args.clip_model_path, device)
+    decoder = Decoder.load(args.decoder_path, device, clip=clip)
     splits = load_dataset(decoder.config.dataset)
     real, _, labels = real_sets(splits, args.per_class)
     prompts = [splits.captions.prompts(args.form)[int(c)][0] for c in labels]

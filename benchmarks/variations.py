@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401
-from evaluation.reports import write_result
+from evaluation.reports import add_device_argument, use_device, write_result
 import torch
 
 from dataloading.datasets import load_dataset
@@ -45,10 +45,12 @@ def main() -> None:
     parser.add_argument("--variations", type=int, default=8, help="variations per source image")
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     parser.add_argument("--steps", type=int, default=20)
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = use_device(args.device)
 
-    clip = load_clip(args.clip_model_path)
-    decoder = Decoder.load(args.decoder_path, clip=clip)
+    clip = load_clip(args.clip_model_path, device)
+    decoder = Decoder.load(args.decoder_path, device, clip=clip)
     if decoder.config.condition != "image":
         raise SystemExit(f"error: {args.decoder_path} is not an image-conditioned decoder (train one with --condition image)")
     splits = load_dataset(decoder.config.dataset)

@@ -10,10 +10,27 @@ from pathlib import Path
 
 import torch
 
+from utils.training import resolve_device
+
+
+_device = torch.device("cpu")  # where this benchmark runs its models; a script with --device records it by use_device
+
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", default="auto", help="where the models run: auto (CUDA when present), cpu or cuda")
+
+
+def use_device(name: str) -> torch.device:
+    """The device a benchmark's --device names, remembered so that its result file names that machine."""
+    global _device
+    _device = resolve_device(name)
+    return _device
+
 
 def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    """The machine the figures were measured on: the GPU the models ran on, else the CPU (even where a GPU sits idle)."""
+    if _device.type == "cuda":
+        return f"{torch.cuda.get_device_name(_device)}, torch {torch.__version__}"
     return f"{platform.machine()} CPU ({cpu_model()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 

@@ -49,7 +49,7 @@ class TinyCLIP(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] in [-1, 1] -> unit-norm embeddings [B, D]."""
-        return F.normalize(self.image_encoder(images), dim=-1)
+        return F.normalize(self.image_encoder(images).float(), dim=-1)  # normalised in fp32, also under autocast
 
     def encode_tokens(self, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (unit-norm embeddings [B, D], token states [B, L, 2H])."""
@@ -67,7 +67,13 @@ class TinyCLIP(nn.Module):
         """Returns (logits_per_image [B, B], logits_per_text [B, B])."""
         image_embedding = self.encode_image(images)  # [B, D]
         text_embedding, _ = self.encode_tokens(tokens)  # [B, D]
-        logits_per_image = self.scale() * image_embedding @ text_embedding.T  # [B_img, B_txt]
+        return self.logits(image_embedding, text_embedding)
+
+    def logits(self, image_embedding: torch.Tensor, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit embeddings [B_img, D], [B_txt, D] -> (logits_per_image [B_img, B_txt], logits_per_text), in fp32 even under
+        autocast: near the logit scale of 100, bf16's spacing is 0.5, coarser than the differences the loss learns from."""
+        with torch.autocast(image_embedding.device.type, enabled=False):
+            logits_per_image = self.scale().float() * image_embedding.float() @ text_embedding.float().T
         return logits_per_image, logits_per_image.T
 
     def checkpoint_payload(self) -> dict:

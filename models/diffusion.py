@@ -59,8 +59,8 @@ def cosine_betas(num_steps: int, s: float = 0.008) -> torch.Tensor:
 
 
 def gather(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """values[t] shaped [B, 1, 1, ...] to broadcast against a [B, ...] tensor of ``ndim`` dims."""
-    return values.to(t.device)[t].float().view(-1, *([1] * (ndim - 1)))
+    """values[t] shaped [B, 1, 1, ...] to broadcast against a [B, ...] tensor of ``ndim`` dims; ``values`` on t's device."""
+    return values[t].float().view(-1, *([1] * (ndim - 1)))
 
 
 class NoiseSchedule:
@@ -71,10 +71,20 @@ class NoiseSchedule:
         self.betas = (cosine_betas if config.kind == "cosine" else linear_betas)(config.num_steps)  # float64 [T]
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)  # [T], strictly decreasing
         self.snr = self.alphas_cumprod / (1 - self.alphas_cumprod)
+        self._on_device: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def table(self, name: str, device: torch.device) -> torch.Tensor:
+        """The float64 table ``name`` (alphas_cumprod or snr) on ``device``, copied there once, not in every loss."""
+        if device.type == "cpu":
+            return getattr(self, name)
+        tables = self._on_device.setdefault(device, {})
+        if name not in tables:
+            tables[name] = getattr(self, name).to(device)
+        return tables[name]
 
     def signal_and_noise(self, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), broadcastable."""
-        alpha_bar = gather(self.alphas_cumprod, t, ndim)
+        alpha_bar = gather(self.table("alphas_cumprod", t.device), t, ndim)
         return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -114,7 +124,7 @@ class NoiseSchedule:
         Expressed for each target so that the effective x0-space weight is min(SNR, gamma), using
         x0 - x0_hat = (eps_hat - eps) / sqrt(SNR)  and  x0 - x0_hat = sigma_t (v_hat - v), sigma_t^2 = 1 / (1 + SNR).
         """
-        snr = self.snr.to(t.device)[t].float()
+        snr = self.table("snr", t.device)[t].float()
         gamma = self.config.min_snr_gamma
         if gamma <= 0:
             return torch.ones_like(snr)
@@ -136,14 +146,15 @@ class NoiseSchedule:
         which spends the steps where the SNR is near exp(mean), mapped to the timestep whose log-SNR is nearest;
         a share ``uniform_share`` of the batch stays uniform, so both ends keep being trained.
         """
-        uniform = torch.randint(0, self.num_steps, (batch_size,), generator=generator)
+        device = generator.device if generator is not None else torch.device("cpu")  # drawn where the generator lives
+        uniform = torch.randint(0, self.num_steps, (batch_size,), generator=generator, device=device)
         if density == "uniform":
             return uniform
-        u = torch.rand(batch_size, generator=generator) - 0.5  # inverse CDF of the Laplace density
+        u = torch.rand(batch_size, generator=generator, device=device) - 0.5  # inverse CDF of the Laplace density
         log_snr = laplace_mean - laplace_scale * u.sign() * torch.log1p(-2 * u.abs())
-        ascending = -self.snr.log().float()  # -log SNR rises with t
+        ascending = -self.table("snr", device).log().float()  # -log SNR rises with t
         t = torch.searchsorted(ascending, -log_snr.float()).clamp(max=self.num_steps - 1)
-        keep_uniform = torch.rand(batch_size, generator=generator) < uniform_share
+        keep_uniform = torch.rand(batch_size, generator=generator, device=device) < uniform_share
         return torch.where(keep_uniform, uniform, t)
 
     def spaced_timesteps(self, steps: int, spacing: str = "linear") -> list[int]:

@@ -37,6 +37,10 @@ class TextEncoder(nn.Module):
 
     def forward(self, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (sentence embedding [B, D], token states [B, L, 2H]); states are zero on padding."""
+        with torch.autocast(tokens.ids.device.type, enabled=False):  # the LSTM in fp32: under CUDA autocast cuDNN would run it in fp16
+            return self.encode(tokens)
+
+    def encode(self, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.char_embedding(tokens.ids)  # [B, L, char_dim]
         packed = pack_padded_sequence(x, tokens.lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, (h_n, _) = self.lstm(packed)  # h_n: [layers * 2, B, H], each row's true last state

@@ -12,6 +12,14 @@ sys.path.insert(0, str(ROOT))
 from utils.cli import run_main  # noqa: E402
 
 
+def pytest_report_header(config) -> str:
+    """The device this session tests on: tests/test_gpu.py runs only where CUDA is."""
+    import torch
+    if torch.cuda.is_available():
+        return f"device: CUDA, {torch.cuda.get_device_name(0)} (the GPU tests run)"
+    return "device: CPU only, no CUDA GPU (tests/test_gpu.py is skipped)"
+
+
 def assert_one_line_error(capsys, code: int, match: str) -> None:
     """The script exited with code 2 and printed exactly one error line, containing ``match``, and no traceback."""
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,7 +3,9 @@
 Each epoch: shuffled batches of (augmented image, freshly sampled caption),
 the soft-target contrastive loss (models.clip.contrastive_loss), AdamW with a
 one-cycle learning rate; then zero-shot evaluation on the held-out split, and an
-atomic checkpoint that ``--resume`` continues from.
+atomic checkpoint that ``--resume`` continues from. Under torchrun each process
+encodes its slice of every batch and the loss sees the whole batch's embeddings
+(utils.distributed).
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from utils.config import option
 from utils.errors import require
 from utils.files import check_output_file, check_output_folder, write_json
 from utils.plotting import save_loss_curves, save_similarity_matrix
-from utils.training import Throughput, autocast, count_parameters, resolve_device, seed_everything
+from utils import distributed
+from utils.training import Throughput, adamw, autocast, configure_backends, count_parameters, gradient_scaler, resolve_device, seed_everything
 
 CHECKPOINT_KIND = "clip"
 
@@ -42,7 +45,9 @@ class ClipTrainingConfig:
     download: bool = option(False, "download the dataset with torchvision (needs internet)")
     captions: str = option("class", "class: captions name the class (\"a handwritten six\"); style: also how it is drawn, by measured thickness, slant and width (\"a thick six slanted left\")", choices=list(CAPTION_STYLES))
     epochs: int = option(15, "passes over the training split")
-    batch_size: int = option(128, "images (and captions) per contrastive batch")
+    max_minutes: float = option(0.0, "stop after the first epoch that ends past this many training minutes, 0: no limit; the "
+                                     "learning-rate schedule stays planned over --epochs, so --resume goes on where it stopped")
+    batch_size: int = option(128, "images (and captions) per contrastive batch, over all processes under torchrun")
     lr: float = option(3e-3, "peak learning rate of the one-cycle schedule")
     weight_decay: float = option(0.05, "AdamW weight decay")
     augment: bool = option(True, "random rotation, scale and shift of training images")
@@ -51,12 +56,15 @@ class ClipTrainingConfig:
     text_pooling: str = option("final", "how the text LSTM's states become one embedding: final (the last states) or max (each feature's maximum over the characters)", choices=list(TEXT_POOLINGS))
     seed: int = option(0, "random seed (same seed, same model)")
     device: str = option("auto", "auto, cpu or cuda")
+    preset: str = option("auto", "cpu or gpu: the defaults of the flags you do not pass (training/presets.py); auto: gpu on CUDA",
+                         choices=["auto", "cpu", "gpu"])
     save_path: str = option("checkpoints/clip.pt", "checkpoint path; metrics go beside it as .json")
     output_dir: str = option("outputs/clip", "folder for the plots")
     resume: bool = option(False, "continue from the checkpoint at --save_path")
 
     def validate(self) -> None:
         require(self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
+        require(self.max_minutes >= 0, f"--max_minutes must be 0 (no limit) or positive, got {self.max_minutes}")
         require(self.batch_size > 1, f"--batch_size must be at least 2 for a contrastive batch, got {self.batch_size}")
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.train_subset >= 0, f"--train_subset must be 0 or positive, got {self.train_subset}")
@@ -72,7 +80,10 @@ class ClipRun:
     def __init__(self, config: ClipTrainingConfig, splits: ImageSplits | None = None, log: Callable[[str], None] = print) -> None:
         config.validate()
         self.config, self.log = config, log
-        self.device = resolve_device(config.device)
+        self.dist, self.device = distributed.start(resolve_device(config.device))
+        self.dist.check_batch(config.batch_size)
+        configure_backends(self.device)
+        self.log = log if self.dist.is_main else (lambda message: None)
         self.generator = seed_everything(config.seed)
         self.splits = (splits or load_dataset(config.dataset, config.data_dir, config.download)).subset(config.train_subset, config.seed)
         channels, height, _ = self.splits.image_shape
@@ -83,7 +94,10 @@ class ClipRun:
         decay, no_decay = [], []
         for p in self.model.parameters():
             (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases, norms and the temperature
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        self.dist.broadcast_parameters(self.model)
+        distributed.synchronise_batch_norm(self.model, self.dist)  # the image encoder's BatchNorm sees the whole batch
+        self.optimizer = adamw([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], self.device, lr=config.lr)
+        self.scaler = gradient_scaler(self.device)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr, total_steps=config.epochs * self.steps_per_epoch, pct_start=0.15)
         self.history: dict = {"loss": [], "eval": []}
         self.epoch, self.seconds = 0, 0.0
@@ -108,6 +122,40 @@ class ClipRun:
         self.history, self.epoch, self.seconds = training["history"], training["epoch"], training["seconds"]
         self.log(f"resumed {path} after epoch {self.epoch}")
 
+    @property
+    def out_of_time(self) -> bool:
+        return bool(self.config.max_minutes) and self.seconds >= 60 * self.config.max_minutes
+
+    def batch_loss(self, images: torch.Tensor, texts: list[str], labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The contrastive loss of one global training batch, augmented; this process encodes only its slice of it."""
+        style = self.train_set.captions if self.config.captions == "style" else None
+        if self.config.augment:  # style captions name slant, thickness and width: only shifts keep them true
+            images = random_affine(images, self.generator, **({"max_degrees": 0.0, "max_scale": 0.0} if style else {}))
+        fits = style.fits(labels, self.train_set.terciles[indices], texts) if style else None  # [B, B]; None: same label
+        return self.loss(images, texts, labels, fits)
+
+    def loss(self, images: torch.Tensor, texts: list[str], labels: torch.Tensor, fits: torch.Tensor | None) -> torch.Tensor:
+        """The contrastive loss of one global batch; this process encodes only its slice of it (all of it outside torchrun)."""
+        local = self.dist.local(len(images))
+        with autocast(self.device):
+            image_embedding = self.model.encode_image(images[local].to(self.device, non_blocking=True))  # [B / ranks, D]
+            text_embedding, _ = self.model.encode_tokens(self.model.tokenizer.batch_encode(texts[local]))  # [B / ranks, D]
+        logits_per_image, _ = self.model.logits(self.dist.gather(image_embedding), self.dist.gather(text_embedding))  # [B, B], fp32
+        return contrastive_loss(logits_per_image, labels.to(self.device), fits)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The gradients of the global batch's loss, averaged over processes."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.dist.average_gradients(self.model.parameters())
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward and one optimizer step."""
+        self.backward(loss)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
     def train_epoch(self) -> None:
         """One pass over the training split, then zero-shot evaluation on the held-out split and a checkpoint."""
         config, model = self.config, self.model
@@ -115,25 +163,19 @@ class ClipRun:
         epoch_start = time.perf_counter()
         self.throughput.start()
         bar = tqdm(self.train_set.batches(config.batch_size, self.generator), total=self.steps_per_epoch,
-                   desc=f"clip epoch {self.epoch + 1}/{config.epochs}", leave=False)
-        style = self.train_set.captions if config.captions == "style" else None
+                   desc=f"clip epoch {self.epoch + 1}/{config.epochs}", leave=False, disable=not self.dist.is_main)
+        losses: list[torch.Tensor] = []
         for images, texts, labels, indices in bar:
-            if config.augment:  # style captions name slant, thickness and width: only shifts keep them true
-                images = random_affine(images, self.generator, **({"max_degrees": 0.0, "max_scale": 0.0} if style else {}))
-            tokens = model.tokenizer.batch_encode(texts)
-            fits = style.fits(labels, self.train_set.terciles[indices], texts) if style else None  # [B, B]; None: same label
-            with autocast(self.device):
-                logits_per_image, _ = model(images.to(self.device), tokens)
-                loss = contrastive_loss(logits_per_image.float(), labels.to(self.device), fits)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.history["loss"].append((len(self.history["loss"]) + 1, loss.item()))  # (step, loss)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            loss = self.batch_loss(images, texts, labels, indices)
+            self.step(loss)
+            losses.append(loss.detach())
+        losses = torch.stack(losses).tolist()  # one device-to-host copy per epoch, not one per step
+        self.history["loss"] += [(len(self.history["loss"]) + i + 1, value) for i, value in enumerate(losses)]  # (step, loss)
         self.throughput.stop(self.steps_per_epoch * config.batch_size)
-        self.seconds += time.perf_counter() - epoch_start
+        self.seconds = self.dist.agree(self.seconds + time.perf_counter() - epoch_start, self.device)  # rank 0's clock decides
         self.epoch += 1
+        if not self.dist.is_main:
+            return
         self.results = evaluate_clip(model, self.splits.test_images, self.splits.test_labels, self.splits.captions)
         self.history["eval"].append({"epoch": self.epoch, **self.results})
         self.save()
@@ -154,7 +196,7 @@ class ClipRun:
         metrics = {
             **self.results, "dataset": self.splits.name, "epochs": config.epochs, "train_seconds": round(self.seconds, 1),
             "train_images_per_second": round(self.throughput.images_per_second, 1), "parameters": count_parameters(self.model),
-            "device": str(self.device), "config": asdict(config),
+            "device": str(self.device), "processes": self.dist.world_size, "config": asdict(config),
         }
         metrics["attribute_retrieval"] = clip_attribute_retrieval(self.model, self.splits, STYLE_CAPTION_SETS[self.splits.name])
         adjective = metrics["attribute_retrieval"]["adjective"]
@@ -173,11 +215,18 @@ def train_clip(config: ClipTrainingConfig, splits: ImageSplits | None = None, lo
     if config.resume:
         run.resume()
     require(run.epoch < config.epochs, f"{config.save_path} has already finished {run.epoch} epochs; raise --epochs to train more")
-    log(f"TinyCLIP: {count_parameters(run.model):,} parameters on {run.device}; {len(run.train_set)} training images, "
-        f"{len(run.splits.test_labels)} held out")
-    while run.epoch < config.epochs:
+    ranks = f" in each of {run.dist.world_size} processes (torchrun)" if run.dist.enabled else ""
+    run.log(f"TinyCLIP: {count_parameters(run.model):,} parameters on {run.device}{ranks}; {len(run.train_set)} training images, "
+            f"{len(run.splits.test_labels)} held out")
+    while run.epoch < config.epochs and not run.out_of_time:
         run.train_epoch()
-    return run.model, run.finish()
+    if run.epoch < config.epochs:
+        run.log(f"stopped after epoch {run.epoch} of {config.epochs}: the {config.max_minutes:g}-minute budget (--max_minutes) is spent; "
+                "--resume goes on")
+    metrics = run.finish() if run.dist.is_main else {}
+    run.dist.barrier()
+    distributed.stop()
+    return run.model, metrics
 
 
 @torch.no_grad()

@@ -68,9 +68,9 @@ def fits(bundle_class, path: Path, clip) -> bool:
 
 
 def ensure_checkpoints(folder: str | Path = "checkpoints", pretrained: str | Path | None = PRETRAINED_DIR, tiny: bool = False,
-                       log=print) -> DemoCheckpoints:
+                       log=print, device: str = "auto") -> DemoCheckpoints:
     """Every checkpoint the notebook shows: the scripts' own, else the shipped ones (``pretrained``; None: never),
-    else quick-trained into ``folder/demo``; each only where it fits the CLIP."""
+    else quick-trained into ``folder/demo`` on ``device``; each only where it fits the CLIP."""
     folder = Path(folder)
     demo = folder / "demo"
     budget = TINY if tiny else QUICK
@@ -80,7 +80,7 @@ def ensure_checkpoints(folder: str | Path = "checkpoints", pretrained: str | Pat
     clip_path = next((p for p in candidates("clip") if p.exists()), demo / "clip.pt")
     if not clip_path.exists():
         log(f"no CLIP checkpoint: training one into {clip_path}")
-        train_clip(ClipTrainingConfig(save_path=str(clip_path), output_dir=str(demo / "clip"), **budget["clip"]), log=log)
+        train_clip(ClipTrainingConfig(save_path=str(clip_path), output_dir=str(demo / "clip"), device=device, **budget["clip"]), log=log)
         trained.append("clip")
     clip = load_clip(str(clip_path))
     paths = {"clip": clip_path}
@@ -91,7 +91,7 @@ def ensure_checkpoints(folder: str | Path = "checkpoints", pretrained: str | Pat
             found = demo / f"{name}.pt"
             log(f"no {name} checkpoint for this CLIP: training one into {found}")
             config = config_class(clip_model_path=str(clip_path), save_path=str(found), output_dir=str(demo / name),
-                                  sample_every=0, **options, **budget[name])
+                                  sample_every=0, device=device, **options, **budget[name])
             train_unclip(config, log=log)
             trained.append(name)
         paths[name] = found
@@ -99,7 +99,7 @@ def ensure_checkpoints(folder: str | Path = "checkpoints", pretrained: str | Pat
 
 
 def ensure_style_checkpoints(folder: str | Path = "checkpoints", pretrained: str | Path | None = PRETRAINED_DIR, tiny: bool = False,
-                             log=print) -> tuple[Path, Path, list[str]]:
+                             log=print, device: str = "auto") -> tuple[Path, Path, list[str]]:
     """(CLIP, text decoder, what was trained now), both trained on style captions: ``style/clip`` and ``style/decoder``
     in the scripts' checkpoints, else shipped, else quick-trained into ``folder/demo/style``."""
     folder = Path(folder)
@@ -110,7 +110,7 @@ def ensure_style_checkpoints(folder: str | Path = "checkpoints", pretrained: str
     if not clip_path.exists():
         log(f"no style CLIP: training one into {clip_path}")
         train_clip(ClipTrainingConfig(captions="style", text_pooling="max", save_path=str(clip_path), output_dir=str(demo / "clip"),
-                                      **budget["clip"]), log=log)
+                                      device=device, **budget["clip"]), log=log)
         trained.append("style/clip")
     clip = load_clip(str(clip_path))
     decoder_path = next((p for p in candidate_paths(folder, pretrained, "style/decoder") if fits(Decoder, p, clip)), None)
@@ -118,6 +118,6 @@ def ensure_style_checkpoints(folder: str | Path = "checkpoints", pretrained: str
         decoder_path = demo / "decoder.pt"
         log(f"no style decoder for this CLIP: training one into {decoder_path}")
         train_unclip(DecoderTrainingConfig(clip_model_path=str(clip_path), captions="style", save_path=str(decoder_path),
-                                           output_dir=str(demo / "decoder"), sample_every=0, **budget["decoder"]), log=log)
+                                           output_dir=str(demo / "decoder"), sample_every=0, device=device, **budget["decoder"]), log=log)
         trained.append("style/decoder")
     return clip_path, decoder_path, trained

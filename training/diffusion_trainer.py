@@ -10,6 +10,11 @@ then AdamW, gradient clipping and an EMA of the weights, which is what samples.
 A run is set up, perhaps resumed from its checkpoint, stepped until its step
 count or time budget is spent, and finished (``DiffusionRun``). What differs
 between the decoder, super-resolution and the prior is in ``training.stages``.
+Under torchrun each process trains on its slice of every batch (utils.distributed).
+
+On a GPU the step avoids waiting on the host: timesteps and noise are drawn on
+the device, losses are copied back every ``LOG_EVERY`` steps rather than every
+step, the optimizer is fused and the EMA a few multi-tensor kernels.
 """
 from __future__ import annotations
 
@@ -30,10 +35,12 @@ from utils.checkpoints import checkpoint_to_resume, load_checkpoint, save_checkp
 from utils.errors import UserError, require
 from utils.files import write_json
 from utils.plotting import save_loss_curves
-from utils.training import EMA, Throughput, autocast, count_parameters, resolve_device, seed_everything
+from utils import distributed
+from utils.training import EMA, Throughput, adamw, autocast, configure_backends, count_parameters, gradient_scaler, resolve_device, seed_everything
 
 LOW_NOISE_STEPS = 100  # the loss on t < 100 is tracked on its own: it keeps falling after the total flattens
 LOSS_BUCKETS = 10  # the loss is also summed per tenth of the timestep range
+LOG_EVERY = 25  # steps between copies of the losses to the host (each copy waits for the GPU)
 
 
 def training_progress(step: int, seconds: float, config: DiffusionTrainingConfig) -> float:
@@ -56,8 +63,13 @@ class DiffusionRun:
     def __init__(self, config: DiffusionTrainingConfig, log: Callable[[str], None] = print) -> None:
         config.validate()
         self.config, self.log = config, log
-        self.device = resolve_device(config.device)
-        self.generator = seed_everything(config.seed)
+        self.dist, self.device = distributed.start(resolve_device(config.device))
+        self.dist.check_batch(config.batch_size)
+        configure_backends(self.device)
+        self.log = log if self.dist.is_main else (lambda message: None)
+        self.generator = seed_everything(config.seed)  # data order, captions, augmentation (CPU)
+        # timesteps, condition dropping and noise: drawn where the model runs (the same stream as the data's on the CPU)
+        self.noise_generator = self.generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(config.seed)
         clip_state = load_checkpoint(config.clip_model_path, "clip")
         clip = load_clip(config.clip_model_path, self.device, clip_state)
         dataset_name = config.dataset or clip_state.get("dataset", "mnist")
@@ -67,10 +79,17 @@ class DiffusionRun:
                 f"the CLIP at {config.clip_model_path} was trained on {clip_state.get('dataset')}, not {self.splits.name}")
         self.stage: Stage = build_stage(config, ClipConditioner(clip), self.splits)
         self.model = self.stage.bundle.model.to(self.device)
+        self.channels_last = self.device.type == "cuda" and self.stage.kind != "prior"  # the prior's inputs are vectors
+        if self.channels_last:  # the layout cuDNN's convolutions run fastest in on tensor cores
+            self.model.to(memory_format=torch.channels_last)
+        self.dist.broadcast_parameters(self.model)
         self.schedule = self.stage.bundle.schedule
         self.ema = EMA(self.model, config.ema_decay)
         self.extra_emas = {f"{decay:g}": EMA(self.model, decay) for decay in config.extra_ema_decays or []}  # by name; scored after the run
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=0.0)
+        self.optimizer = adamw(self.model.parameters(), self.device, lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=0.0)
+        self.scaler = gradient_scaler(self.device)
+        self.compile = config.compile if config.compile is not None else self.device.type == "cuda"
+        self.pending_losses: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, per-sample loss [b], t [b]) not yet in history
         self.train_set = self.splits.training_set(config.captions, config.seed)
         self.batches = BatchStream(self.train_set, config.batch_size, self.generator)
         self.history: dict = {"loss": [], "loss_low_noise": [], "loss_by_bucket": np.zeros((LOSS_BUCKETS, 2)).tolist()}
@@ -102,6 +121,8 @@ class DiffusionRun:
         self.optimizer.load_state_dict(training["optimizer"])
         self.generator.set_state(training["data_rng"].cpu())  # random states are CPU tensors, wherever the checkpoint was mapped
         torch.set_rng_state(training["torch_rng"].cpu())
+        if self.noise_generator is not self.generator and "noise_rng" in training:
+            self.noise_generator.set_state(training["noise_rng"].cpu())
         self.history, self.step, self.seconds = training["history"], training["step"], training["seconds"]
         if "batches" in training:  # the epoch's order, the position in it and the caption generator
             self.batches.load_state_dict(training["batches"])
@@ -116,7 +137,7 @@ class DiffusionRun:
     def save(self) -> None:
         training = {"config": self.config.to_dict(), "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "ema_updates": self.ema.num_updates, "data_rng": self.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(), "batches": self.batches.state_dict(), "history": self.history, "step": self.step,
+                    "torch_rng": torch.get_rng_state(), "noise_rng": self.noise_generator.get_state(), "batches": self.batches.state_dict(), "history": self.history, "step": self.step,
                     "seconds": self.seconds, "extra_emas": {name: ema.model.state_dict() for name, ema in self.extra_emas.items()}}
         save_checkpoint(self.config.save_path, self.stage.kind, {**self.sampling_payload(self.ema), "training": training})
 
@@ -124,53 +145,86 @@ class DiffusionRun:
         """What sampling loads from a checkpoint: the model config and one EMA's weights."""
         return {"config": self.stage.bundle.config.to_dict(), "ema": ema.model.state_dict()}
 
-    def train_step(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, forward: Callable) -> float:
-        """One optimizer step on one batch (DDPM Algorithm 1); returns the loss."""
-        x0, cond = self.stage.batch(images, texts, indices, self.generator)
-        cond.drop = torch.rand(len(x0), generator=self.generator) < self.config.cond_drop_prob
-        t = self.schedule.sample_timesteps(len(x0), self.generator, self.config.timestep_density, self.config.uniform_share,
-                                           self.config.laplace_mean, self.config.laplace_scale)
-        noise = torch.randn(x0.shape, generator=self.generator)
-        x_t = self.schedule.q_sample(x0, t, noise)
-        x0, x_t, t, noise, cond = x0.to(self.device), x_t.to(self.device), t.to(self.device), noise.to(self.device), cond.to(self.device)
+    def train_step(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, forward: Callable) -> None:
+        """One optimizer step on one global batch (DDPM Algorithm 1)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.progress, self.config)
-        with autocast(self.device):
-            output = forward(x_t, t, cond)
-        per_sample = self.schedule.loss(output, x0, noise, t)  # [B]
-        loss = per_sample.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        per_sample, t = self.compute_gradients(images, texts, indices, forward)
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         for ema in (self.ema, *self.extra_emas.values()):
             ema.update(self.model)
         self.step += 1
-        record_loss(self.history, self.step, per_sample.detach().cpu(), t.cpu(), self.schedule.num_steps)
-        return loss.item()
+        self.pending_losses.append((self.step, per_sample.detach(), t))
+
+    def compute_gradients(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, forward: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient of the mean loss over one global batch, in every process; returns this process's (per-sample loss, t)."""
+        x0, cond = self.stage.batch(images, texts, indices, self.generator)  # [B, ...] on the CPU
+        x0, cond = x0.to(self.device, non_blocking=True), cond.to(self.device)
+        batch, device, generator = len(x0), self.device, self.noise_generator
+        cond.drop = torch.rand(batch, generator=generator, device=device) < self.config.cond_drop_prob
+        t = self.schedule.sample_timesteps(batch, generator, self.config.timestep_density, self.config.uniform_share,
+                                           self.config.laplace_mean, self.config.laplace_scale)
+        noise = torch.randn(x0.shape, generator=generator, device=device)
+        local = self.dist.local(batch)  # every process drew the whole batch's randomness and keeps its own slice
+        x0, t, noise, cond = x0[local], t[local], noise[local], cond.select(local)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            output = forward(x_t, t, cond)
+        per_sample = self.schedule.loss(output, x0, noise, t)  # [B / processes]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(per_sample.mean()).backward()
+        self.dist.average_gradients(self.model.parameters())  # the gradient of the mean loss over the global batch
+        return per_sample, t
+
+    def flush_losses(self) -> float | None:
+        """Copy the losses of the last steps to the host, into the history; returns the latest step's loss."""
+        if not self.pending_losses:
+            return None
+        steps = [step for step, _, _ in self.pending_losses]
+        per_sample = torch.stack([loss for _, loss, _ in self.pending_losses]).float().cpu()  # [steps, b]: one copy
+        timesteps = torch.stack([t for _, _, t in self.pending_losses]).cpu()
+        self.pending_losses = []
+        for step, losses, t in zip(steps, per_sample, timesteps):
+            record_loss(self.history, step, losses, t, self.schedule.num_steps)
+        return float(per_sample[-1].mean())
 
     def train(self) -> None:
         """Step until the step count or the time budget is spent; checkpoints and sample grids on the way."""
         config = self.config
         require(self.progress < 1, f"{config.save_path} has already trained {self.step} steps in {self.seconds / 60:.1f} min; "
                                    "raise --steps or --max_minutes to train more")
-        forward = torch.compile(self.model) if config.compile else self.model
-        self.log(f"{self.stage.description}; on {self.device}; {len(self.train_set)} training images")
-        bar = tqdm(total=config.steps, initial=self.step, desc=self.stage.kind, unit="step")
+        forward = torch.compile(self.model) if self.compile else self.model
+        ranks = f" in each of {self.dist.world_size} processes (torchrun), {config.batch_size // self.dist.world_size} samples each" if self.dist.enabled else ""
+        self.log(f"{self.stage.description}; on {self.device}{ranks}; {len(self.train_set)} training images"
+                 + ("; torch.compile on (its first step is not counted in --max_minutes)" if self.compile else ""))
+        bar = tqdm(total=config.steps, initial=self.step, desc=self.stage.kind, unit="step", disable=not self.dist.is_main)
         self.model.train()
+        compiling = self.compile
         while self.progress < 1:
             self.throughput.start()
             started = time.perf_counter()
             images, texts, _, indices = next(self.batches)
-            loss = self.train_step(images, texts, indices, forward)
-            self.throughput.stop(len(images))
-            self.seconds += time.perf_counter() - started
+            self.train_step(images, texts, indices, forward)
+            if compiling:  # the first compiled step spends its time compiling: neither training time nor throughput
+                compiling, self.compile_seconds = False, time.perf_counter() - started
+                self.throughput = Throughput()
+                self.log(f"compiled in {self.compile_seconds:.0f} s")
+            else:
+                self.throughput.stop(len(images))
+                self.seconds += time.perf_counter() - started
+            self.seconds = self.dist.agree(self.seconds, self.device)  # rank 0's clock: one learning rate and one stop everywhere
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
             finished = self.progress >= 1
-            if self.step % config.save_every == 0 or finished:
+            if self.step % LOG_EVERY == 0 or self.step % config.save_every == 0 or finished:
+                bar.set_postfix(loss=f"{self.flush_losses():.4f}")
+            if self.dist.is_main and (self.step % config.save_every == 0 or finished):
                 self.save()
-            if config.sample_every and self.step % config.sample_every == 0 and not finished:
+            if self.dist.is_main and config.sample_every and self.step % config.sample_every == 0 and not finished:
                 self.written.append(self.stage.preview(self.ema.model, self.step, Path(config.output_dir) / f"samples_step{self.step:06d}.png"))
         bar.close()
         if self.step < config.steps:
@@ -186,6 +240,7 @@ class DiffusionRun:
             "final_loss": float(np.mean([v for _, v in history["loss"][-100:]])),
             "final_loss_low_noise": float(np.mean([v for _, v in history["loss_low_noise"][-100:]])) if history["loss_low_noise"] else None,
             "loss_by_timestep_bucket": [s / max(n, 1) for s, n in history["loss_by_bucket"]], "device": str(self.device),
+            "processes": self.dist.world_size, "compiled": self.compile,
             "config": config.to_dict(),
         }
         curves = {"all t": history["loss"], f"t < {LOW_NOISE_STEPS}": history["loss_low_noise"]}
@@ -212,7 +267,10 @@ def train_unclip(config: DiffusionTrainingConfig, log: Callable[[str], None] = p
     if config.resume:
         run.resume()
     run.train()
-    return run.stage, run.finish()
+    metrics = run.finish() if run.dist.is_main else {}
+    run.dist.barrier()
+    distributed.stop()
+    return run.stage, metrics
 
 
 def record_loss(history: dict, step: int, per_sample: torch.Tensor, t: torch.Tensor, num_steps: int) -> None:

@@ -36,7 +36,7 @@ class DiffusionTrainingConfig:
     clip_model_path: str = option("checkpoints/clip.pt", "the trained CLIP checkpoint (frozen)")
     steps: int = option(4000, "training steps at most")
     max_minutes: float = option(11.0, "training minutes at most, 0: no limit; the learning-rate schedule follows whichever limit comes first")
-    batch_size: int = option(32, "samples per step")
+    batch_size: int = option(32, "samples per step, over all processes under torchrun")
     lr: float = option(2e-3, "peak learning rate, linear warm-up then cosine decay")
     adam_beta2: float = option(0.999, "AdamW's beta2, the second-moment decay (EDM2 uses 0.99)")
     warmup_steps: int = option(100, "learning-rate warm-up steps")
@@ -64,7 +64,10 @@ class DiffusionTrainingConfig:
     save_every: int = option(250, "write the checkpoint every N steps")
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto, cpu or cuda")
-    compile: bool = option(False, "torch.compile the network (worth it on a GPU)")
+    preset: str = option("auto", "cpu or gpu: the defaults of the flags you do not pass (training/presets.py); auto: gpu on CUDA",
+                         choices=["auto", "cpu", "gpu"])
+    compile: bool | None = option(None, "torch.compile the network (default: on CUDA only, where it pays; its first step is not "
+                                        "counted in --max_minutes)")
     save_path: str | None = option(None, "checkpoint path, metrics beside it as .json (default: checkpoints/<stage name>.pt, e.g. "
                                          "decoder, decoder_image, decoder_14px, superres, prior)")
     output_dir: str | None = option(None, "folder for sample grids and plots (default: outputs/<checkpoint name>)")

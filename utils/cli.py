@@ -44,9 +44,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, skip
             parser.add_argument(f"--{field.name}", type=kind, default=default, help=f"{help_text} (default: {default})", **meta)
 
 
-def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:
+def config_from_args(config_cls: type[T], args: argparse.Namespace, adjust: Callable[[dict], dict] | None = None) -> T:
+    """The config of the parsed flags; ``adjust`` may change the values first (e.g. a preset's defaults)."""
     names = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
-    return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return config_cls(**(adjust(values) if adjust else values))
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the flags written on the command line (not left at their defaults)."""
+    defaults = {action: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS  # a flag not given then leaves no attribute
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in defaults.items():
+            action.default = default
 
 
 def one_line_warning(message, category, filename, lineno, line=None) -> str:

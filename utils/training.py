@@ -33,11 +33,38 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision a CUDA device computes in: bf16 where it has it (Ampere and later), else fp16
+    (whose narrow range needs a gradient scaler); None on the CPU, which stays in fp32."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device) -> ContextManager:
-    """bf16 autocast on CUDA (the tensor cores' fast path); full precision on the CPU."""
+    """Mixed precision on CUDA (the tensor cores' fast path); full precision on the CPU."""
+    dtype = autocast_dtype(device)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+
+def gradient_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (Micikevicius et al. 2018: small gradients would underflow to zero); a no-op
+    for bf16, which has fp32's range, and for the CPU."""
+    return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
+
+
+def configure_backends(device: torch.device) -> None:
+    """On CUDA: TF32 matmuls and convolutions (fp32 range, 10-bit mantissa, on the tensor cores) and cuDNN's
+    autotuner, which picks the fastest convolution kernels for the fixed shapes of a training run."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def adamw(params, device: torch.device, **kwargs) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel per step on CUDA (instead of a few per parameter tensor)."""
+    return torch.optim.AdamW(params, fused=device.type == "cuda", **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -61,8 +88,8 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - d)
+        ema_params, params = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1 - d)  # every tensor in a few kernels, not one Python call each
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
 

@@ -1,0 +1,170 @@
+"""Training and generation speed at the CPU and GPU presets, eager against compiled, and time to quality.
+
+    python benchmarks/gpu.py                         # on CUDA: both presets; on a CPU: the cpu preset
+    python benchmarks/gpu.py --presets cpu gpu --device cpu
+    python benchmarks/gpu.py --time_to_quality       # CLIP + decoder from nothing at the gpu preset, then judged
+
+Training: samples/s of the real trainers' steps (training.clip_trainer.ClipRun.step,
+training.diffusion_trainer.DiffusionRun.train_step: forward, backward, AdamW, EMA) for
+CLIP, the decoder, the prior and super-resolution, after warm-up steps, with the decoder
+also under torch.compile. Generation: seconds for 64 and 1,000 images from the shipped
+decoder (20 DPM-Solver++ steps with guidance). On CUDA, each figure's peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401
+import torch
+
+from evaluation.reports import add_device_argument, use_device, write_result
+from models.pipeline import ClipConditioner, Decoder, load_clip
+from models.samplers import SamplingOptions
+from training.clip_trainer import ClipRun, ClipTrainingConfig
+from training.diffusion_trainer import DiffusionRun
+from training.presets import GPU_PRESET
+from training.unclip_configs import STAGE_CONFIGS
+from utils.checkpoints import PRETRAINED_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CLIP, SHIPPED_DECODER = PRETRAINED_DIR / "clip.safetensors", PRETRAINED_DIR / "decoder.safetensors"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
+def preset_values(stage: str, preset: str) -> dict:
+    return dict(GPU_PRESET[stage]) if preset == "gpu" else {}
+
+
+def timed_steps(step, warmup: int, steps: int, device: torch.device) -> float:
+    """Seconds per step of ``step()``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def clip_speed(preset: str, device: str, folder: Path, warmup: int, steps: int) -> dict:
+    config = ClipTrainingConfig(device=device, save_path=str(folder / "clip.pt"), output_dir=str(folder / "clip"), **preset_values("clip", preset))
+    run = ClipRun(config, log=lambda message: None)
+    batches = run.train_set.batches(config.batch_size, run.generator)
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = run.train_set.batches(config.batch_size, run.generator)
+            batch = next(batches)
+        run.step(run.batch_loss(*batch))
+    return {"batch_size": config.batch_size, "seconds_per_step": timed_steps(step, warmup, steps, run.device)}
+
+
+def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: int, steps: int, compile: bool) -> dict:
+    config_class = STAGE_CONFIGS[stage]
+    config = config_class(clip_model_path=str(SHIPPED_CLIP), device=device, compile=compile, save_path=str(folder / f"{stage}.pt"),
+                          output_dir=str(folder / stage), **preset_values(stage, preset))
+    run = DiffusionRun(config, log=lambda message: None)
+    forward = torch.compile(run.model) if compile else run.model
+    run.model.train()
+
+    def step() -> None:
+        images, texts, _, indices = next(run.batches)
+        run.train_step(images, texts, indices, forward)
+    seconds = timed_steps(step, warmup + (3 if compile else 0), steps, run.device)
+    return {"batch_size": config.batch_size, "channels": getattr(config, "channels", None), "seconds_per_step": seconds}
+
+
+def generation_seconds(device: torch.device, counts: tuple[int, ...]) -> dict:
+    clip = load_clip(str(SHIPPED_CLIP), device)
+    decoder = Decoder.load(str(SHIPPED_DECODER), device, clip=clip)
+    conditioner = ClipConditioner(clip)
+    result = {}
+    decoder.generate(conditioner.text(["six"] * 8), SamplingOptions(seed=0))  # warm-up
+    for count in counts:
+        synchronize(device)
+        start = time.perf_counter()
+        decoder.generate(conditioner.text(["six"] * count), SamplingOptions(seed=0))
+        synchronize(device)
+        result[str(count)] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def time_to_quality(folder: Path, device: str) -> dict:
+    """CLIP and the decoder trained from nothing at the gpu preset, as a user would type it, then judged."""
+    seconds = {}
+    commands = {
+        "clip_train": ["clip_train.py", "--preset", "gpu", "--device", device, "--save_path", str(folder / "clip.pt"), "--output_dir", str(folder / "clip")],
+        "unclip_train": ["unclip_train.py", "--preset", "gpu", "--device", device, "--clip_model_path", str(folder / "clip.pt"),
+                         "--save_path", str(folder / "decoder.pt"), "--output_dir", str(folder / "decoder")],
+        "decoder_quality": ["benchmarks/decoder_quality.py", "--device", device, "--clip_model_path", str(folder / "clip.pt"),
+                            "--decoder_path", str(folder / "decoder.pt"), "--name", "gpu_time_to_quality_samples"],
+    }
+    for name, command in commands.items():
+        print("$ python " + " ".join(command), flush=True)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
+        seconds[name] = round(time.perf_counter() - start, 1)
+    seconds["train_total"] = round(seconds["clip_train"] + seconds["unclip_train"], 1)
+    print(f"training from nothing: {seconds['train_total'] / 60:.2f} min (process start-up and compilation included)")
+    return {"seconds": seconds, "quality": "outputs/benchmarks/gpu_time_to_quality_samples.json"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_argument(parser)
+    parser.add_argument("--presets", nargs="+", choices=["cpu", "gpu"], default=None, help="default: cpu and gpu on CUDA, cpu on a CPU")
+    parser.add_argument("--stages", nargs="+", default=["clip", "decoder", "prior", "superres"])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per figure")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also time the decoder compiled (default: on CUDA)")
+    parser.add_argument("--generate", nargs="*", type=int, default=[64, 1000], help="image counts to time generation for (none: skip)")
+    parser.add_argument("--time_to_quality", action="store_true")
+    parser.add_argument("--name", default="gpu")
+    args = parser.parse_args()
+    device = use_device(args.device)
+    if args.time_to_quality:
+        write_result(f"{args.name}_time_to_quality", time_to_quality(Path("outputs/benchmarks/time_to_quality"), str(device)))
+        return
+    presets = args.presets or (["cpu", "gpu"] if device.type == "cuda" else ["cpu"])
+    compile_too = args.compile if args.compile is not None else device.type == "cuda"
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for preset in presets:
+            for stage in args.stages:
+                for compiled in ([False, True] if compile_too and stage == "decoder" else [False]):
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    if stage == "clip":
+                        row = clip_speed(preset, str(device), Path(folder), args.warmup, args.steps)
+                    else:
+                        row = diffusion_speed(stage, preset, str(device), Path(folder), args.warmup, args.steps, compiled)
+                    row.update(stage=stage, preset=preset, compiled=compiled, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
+                               peak_memory_mb=peak_memory_mb(device))
+                    rows.append(row)
+                    print(f"{stage:9s} preset {preset}  {'compiled' if compiled else 'eager   '}  batch {row['batch_size']:5d}  "
+                          f"{row['samples_per_second']:10,.0f} samples/s" + (f"  peak {row['peak_memory_mb']:,.0f} MB" if row["peak_memory_mb"] else ""), flush=True)
+        generation = generation_seconds(device, tuple(args.generate)) if args.generate else {}
+        for count, seconds in generation.items():
+            print(f"generate {count} images: {seconds:.2f} s", flush=True)
+    write_result(args.name, {"device": str(device), "training": rows, "generation_seconds": generation})
+
+
+if __name__ == "__main__":
+    main()

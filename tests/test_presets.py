@@ -1,0 +1,46 @@
+"""Presets: the gpu preset changes only the defaults of flags the user did not give, and the run says which preset it took."""
+from __future__ import annotations
+
+import json
+
+from conftest import assert_one_line_error, run_cli
+from training.presets import GPU_PRESET, apply_preset, choose_preset
+from training.unclip_configs import DecoderTrainingConfig
+from utils.cli import ArgumentParser, add_config_arguments, given_flags
+
+
+def test_given_flags_are_the_ones_on_the_command_line():
+    parser = ArgumentParser()
+    add_config_arguments(parser, DecoderTrainingConfig)
+    assert given_flags(parser, ["--batch_size", "32", "--no-resume", "--channels", "8,16"]) == {"batch_size", "resume", "channels"}
+    assert given_flags(parser, []) == set()
+    assert parser.parse_args([]).batch_size == 32  # the defaults are back afterwards
+
+
+def test_the_gpu_preset_fills_only_what_was_not_given():
+    values = {"preset": "gpu", "device": "cpu", "batch_size": 32, "lr": 2e-3, "channels": "32,48,64", "steps": 4000}
+    lines = []
+    adjusted = apply_preset("decoder", values, given={"batch_size"}, log=lines.append)
+    assert adjusted["batch_size"] == 32  # given: kept
+    assert adjusted["lr"] == GPU_PRESET["decoder"]["lr"] and adjusted["channels"] == GPU_PRESET["decoder"]["channels"]
+    assert lines[0].startswith("preset gpu (asked for with --preset): ") and "--batch_size" not in lines[0]
+    cpu = apply_preset("decoder", {**values, "preset": "cpu"}, given=set(), log=lines.append)
+    assert cpu == {**values, "preset": "cpu"} and lines[1] == "preset cpu (asked for with --preset); the flags' own defaults"
+    assert choose_preset("auto", "cpu") == ("cpu", "the run is on the CPU")
+
+
+def test_unclip_train_runs_the_gpu_preset_on_request(tiny_clip_path, tmp_path, capsys):
+    import unclip_train
+    path = tmp_path / "decoder.pt"
+    code = run_cli(unclip_train.main, ["--clip_model_path", tiny_clip_path, "--preset", "gpu", "--device", "cpu", "--steps", 2, "--batch_size", 8,
+                                       "--channels", "8,16", "--train_subset", 200, "--save_path", path, "--output_dir", tmp_path / "out"])
+    assert code == 0
+    assert "preset gpu (asked for with --preset): --lr 0.004, --warmup_steps 200" in capsys.readouterr().out
+    config = json.loads(path.with_suffix(".json").read_text())["config"]
+    assert config["lr"] == 4e-3 and config["batch_size"] == 8 and config["channels"] == "8,16" and config["max_minutes"] == 5.0
+    assert json.loads(path.with_suffix(".json").read_text())["compiled"] is False  # compile defaults to on only on CUDA
+
+
+def test_an_unknown_preset_is_one_line(capsys):
+    import clip_train
+    assert_one_line_error(capsys, run_cli(clip_train.main, ["--preset", "tpu"]), "invalid choice: 'tpu'")
