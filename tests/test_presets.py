@@ -37,7 +37,7 @@ def test_unclip_train_runs_the_gpu_preset_on_request(tiny_clip_path, tmp_path, c
     assert code == 0
     assert "preset gpu (asked for with --preset): --lr 0.004, --warmup_steps 200" in capsys.readouterr().out
     config = json.loads(path.with_suffix(".json").read_text())["config"]
-    assert config["lr"] == 4e-3 and config["batch_size"] == 8 and config["channels"] == "8,16" and config["max_minutes"] == 5.0
+    assert config["lr"] == 4e-3 and config["batch_size"] == 8 and config["channels"] == "8,16" and config["max_minutes"] == 4.0
     assert json.loads(path.with_suffix(".json").read_text())["compiled"] is False  # compile defaults to on only on CUDA
 
 

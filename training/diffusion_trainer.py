@@ -137,8 +137,8 @@ class DiffusionRun:
     def save(self) -> None:
         training = {"config": self.config.to_dict(), "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "ema_updates": self.ema.num_updates, "data_rng": self.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(), "noise_rng": self.noise_generator.get_state(), "batches": self.batches.state_dict(), "history": self.history, "step": self.step,
-                    "seconds": self.seconds, "extra_emas": {name: ema.model.state_dict() for name, ema in self.extra_emas.items()}}
+                    "torch_rng": torch.get_rng_state(), "noise_rng": self.noise_generator.get_state(), "batches": self.batches.state_dict(),
+                    "history": self.history, "step": self.step, "seconds": self.seconds, "extra_emas": {name: ema.model.state_dict() for name, ema in self.extra_emas.items()}}
         save_checkpoint(self.config.save_path, self.stage.kind, {**self.sampling_payload(self.ema), "training": training})
 
     def sampling_payload(self, ema: EMA) -> dict:

@@ -25,9 +25,9 @@ GPU_PRESET: dict[str, dict[str, object]] = {
     #            the CPU defaults:  batch 128, lr 3e-3, 15 epochs
     "clip": {"batch_size": 256, "lr": 4e-3, "epochs": 40},
     #            the CPU defaults:  batch 32, lr 2e-3, channels 32,48,64, 4,000 steps or 11 min
-    "decoder": {"batch_size": 256, "lr": 4e-3, "warmup_steps": 200, "channels": "64,96,128", "steps": 8000, "max_minutes": 5.0,
+    "decoder": {"batch_size": 256, "lr": 4e-3, "warmup_steps": 200, "channels": "64,96,128", "steps": 8000, "max_minutes": 4.0,
                 "save_every": 1000, "sample_every": 2000},
-    "superres": {"batch_size": 256, "lr": 4e-3, "warmup_steps": 200, "channels": "64,96", "steps": 8000, "max_minutes": 5.0,
+    "superres": {"batch_size": 256, "lr": 4e-3, "warmup_steps": 200, "channels": "64,96", "steps": 8000, "max_minutes": 4.0,
                  "save_every": 1000, "sample_every": 2000},
     #            the CPU defaults:  batch 256, lr 1e-3, 5,000 steps or 4 min
     "prior": {"batch_size": 1024, "lr": 2e-3, "steps": 10000, "max_minutes": 3.0, "save_every": 1000, "sample_every": 2000},

@@ -134,7 +134,8 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [b, C, H, W]
         if not self.training:
             return super().forward(x)
-        sums = _AllReduceSum.apply(torch.stack([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))]).float())  # [2, C] over all ranks
+        x = x.float()  # the statistics in fp32, also under autocast
+        sums = _AllReduceSum.apply(torch.stack([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))]))  # [2, C] over all ranks
         count = x.numel() // x.shape[1] * self.ranks.world_size
         mean = sums[0] / count
         var = (sums[1] / count - mean**2).clamp_min(0)  # the biased variance normalises, as BatchNorm's does
