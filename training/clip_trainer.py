@@ -27,6 +27,7 @@ from models.text_encoder import TEXT_POOLINGS
 from evaluation.attributes import clip_attribute_retrieval
 from evaluation.metrics import evaluate_clip
 from models.clip import CLIPConfig, TinyCLIP, contrastive_loss, encode_images
+from training.presets import preset_option
 from utils.checkpoints import checkpoint_to_resume, random_state_from_list, random_state_to_list, save_checkpoint
 from utils.config import option
 from utils.errors import require
@@ -56,8 +57,7 @@ class ClipTrainingConfig:
     text_pooling: str = option("final", "how the text LSTM's states become one embedding: final (the last states) or max (each feature's maximum over the characters)", choices=list(TEXT_POOLINGS))
     seed: int = option(0, "random seed (same seed, same model)")
     device: str = option("auto", "auto, cpu or cuda")
-    preset: str = option("auto", "cpu or gpu: the defaults of the flags you do not pass (training/presets.py); auto: gpu on CUDA",
-                         choices=["auto", "cpu", "gpu"])
+    preset: str = preset_option()
     save_path: str = option("checkpoints/clip.pt", "checkpoint path; metrics go beside it as .json")
     output_dir: str = option("outputs/clip", "folder for the plots")
     resume: bool = option(False, "continue from the checkpoint at --save_path")
@@ -79,7 +79,7 @@ class ClipRun:
 
     def __init__(self, config: ClipTrainingConfig, splits: ImageSplits | None = None, log: Callable[[str], None] = print) -> None:
         config.validate()
-        self.config, self.log = config, log
+        self.config = config
         self.dist, self.device = distributed.start(resolve_device(config.device))
         self.dist.check_batch(config.batch_size)
         configure_backends(self.device)

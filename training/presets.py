@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from utils.config import option
 from utils.errors import require
 from utils.training import resolve_device
 
@@ -32,6 +33,12 @@ GPU_PRESET: dict[str, dict[str, object]] = {
     #            the CPU defaults:  batch 256, lr 1e-3, 5,000 steps or 4 min
     "prior": {"batch_size": 1024, "lr": 2e-3, "steps": 10000, "max_minutes": 3.0, "save_every": 1000, "sample_every": 2000},
 }
+
+
+def preset_option():
+    """The --preset field of every trainer's config."""
+    return option("auto", "cpu or gpu: the defaults of the flags you do not pass (training/presets.py); auto: gpu on CUDA",
+                  choices=["auto", *PRESETS])
 
 
 def choose_preset(preset: str, device: str) -> tuple[str, str]:

@@ -62,34 +62,27 @@ class ConditioningCache:
     """CLIP is frozen, so each caption and image is encoded once, not every step.
 
     The class captions (~160) are encoded up front; style captions (dataloading.style_captions) are too many to
-    list (about 19,000), so each is encoded the first time a batch draws it and kept. The encodings are rows of
-    tables, so a batch's conditioning is one indexing, not a stack of per-caption tensors. Token states [L, T] per
-    caption are kept only for a stage that cross-attends to them (``keep_tokens``): for every style caption they
-    would take ~0.5 GB.
+    list (about 19,000), so each is encoded the first time a batch draws it and kept. Token states [L, T] per caption
+    are kept only for a stage that cross-attends to them (``keep_tokens``): for every style caption they would take ~0.5 GB.
     """
 
     def __init__(self, conditioner: ClipConditioner, splits: ImageSplits, keep_tokens: bool) -> None:
         self.conditioner, self.keep_tokens = conditioner, keep_tokens
-        self.index: dict[str, int] = {}  # caption -> its row
-        self.embeddings = torch.empty(0, conditioner.clip.config.embed_dim)  # [N, D]
-        self.tokens = torch.empty(0, 0, conditioner.clip.text_encoder.token_dim)  # [N, L, T], zero past each caption's end
-        self.token_mask = torch.empty(0, 0, dtype=torch.bool)  # [N, L]
+        self.index: dict[str, int] = {}
+        self.rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []  # per caption: (embedding [D], tokens [L, T], mask [L])
         self.encode(splits.captions.all_train_captions())
         self.clip, self.train_images = conditioner.clip, splits.train_images
 
     def encode(self, captions: list[str]) -> None:
-        """Encode the captions not seen before, as new rows."""
+        """Encode the captions not seen before."""
         new = sorted({c for c in captions if c not in self.index})
         if not new:
             return
         cond = self.conditioner.text(new)
-        self.index.update({caption: len(self.index) + i for i, caption in enumerate(new)})
-        self.embeddings = torch.cat([self.embeddings, cond.embedding.cpu()])
-        if self.keep_tokens:
-            length = max(self.tokens.shape[1], cond.tokens.shape[1])  # pad the old rows or the new ones to the longer
-            pad = lambda t, *dims: torch.nn.functional.pad(t, (*dims, 0, length - t.shape[1]))  # noqa: E731
-            self.tokens = torch.cat([pad(self.tokens, 0, 0), pad(cond.tokens.cpu(), 0, 0)])
-            self.token_mask = torch.cat([pad(self.token_mask, ), pad(cond.token_mask.cpu(), )])
+        for i, caption in enumerate(new):
+            self.index[caption] = len(self.rows)
+            tokens = (cond.tokens[i].cpu(), cond.token_mask[i].cpu()) if self.keep_tokens else (None, None)
+            self.rows.append((cond.embedding[i].cpu(), *tokens))
 
     @cached_property
     def image_embeddings(self) -> torch.Tensor:
@@ -98,14 +91,16 @@ class ConditioningCache:
 
     def text(self, texts: list[str], use_tokens: bool) -> Conditioning:
         self.encode(texts)
-        rows = torch.tensor([self.index[t] for t in texts])  # [B]
+        rows = [self.rows[self.index[t]] for t in texts]
+        embeddings = torch.stack([r[0] for r in rows])  # [B, D]
         if not use_tokens:
-            return Conditioning(self.embeddings[rows])
+            return Conditioning(embeddings)
         if not self.keep_tokens:
             raise ValueError("this cache was built without token states")
-        mask = self.token_mask[rows]  # [B, L]
-        length = int(mask.sum(1).max())  # the batch's longest caption
-        return Conditioning(self.embeddings[rows], self.tokens[rows, :length], mask[:, :length])
+        length = max(len(r[1]) for r in rows)  # captions were encoded in groups padded to their own longest
+        tokens = torch.stack([torch.nn.functional.pad(r[1], (0, 0, 0, length - len(r[1]))) for r in rows])  # [B, L, T]
+        mask = torch.stack([torch.nn.functional.pad(r[2].int(), (0, length - len(r[2]))) for r in rows]).bool()  # [B, L]
+        return Conditioning(embeddings, tokens, mask)
 
 
 def schedule_config(config: DiffusionTrainingConfig) -> ScheduleConfig:

@@ -23,6 +23,7 @@ from dataloading.style_captions import CAPTION_STYLES
 from models.diffusion import LAPLACE_MEAN, LAPLACE_SCALE, PREDICTIONS, SCHEDULES, TIMESTEP_DENSITIES, UNIFORM_SHARE
 from models.pipeline import default_checkpoint_name
 from models.pixel_space import LOGIT_DELTA, PIXEL_SPACES
+from training.presets import preset_option
 from utils.config import option, override
 from utils.errors import require
 from utils.files import check_output_file, check_output_folder
@@ -64,8 +65,7 @@ class DiffusionTrainingConfig:
     save_every: int = option(250, "write the checkpoint every N steps")
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto, cpu or cuda")
-    preset: str = option("auto", "cpu or gpu: the defaults of the flags you do not pass (training/presets.py); auto: gpu on CUDA",
-                         choices=["auto", "cpu", "gpu"])
+    preset: str = preset_option()
     compile: bool | None = option(None, "torch.compile the network (default: on CUDA only, where it pays; its first step is not "
                                         "counted in --max_minutes)")
     save_path: str | None = option(None, "checkpoint path, metrics beside it as .json (default: checkpoints/<stage name>.pt, e.g. "

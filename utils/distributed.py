@@ -54,9 +54,9 @@ class Distributed:
         share = batch_size // self.world_size
         return slice(self.rank * share, (self.rank + 1) * share)
 
-    def check_batch(self, batch_size: int, flag: str = "--batch_size") -> None:
+    def check_batch(self, batch_size: int) -> None:
         require(batch_size % self.world_size == 0 and batch_size >= self.world_size,
-                f"{flag} {batch_size} must be a multiple of the {self.world_size} processes (each takes an equal slice)")
+                f"--batch_size {batch_size} must be a multiple of the {self.world_size} processes (each takes an equal slice)")
 
     def average_gradients(self, parameters) -> None:
         """Every rank's gradients -> their mean over ranks, in one flat all-reduce."""
