@@ -7,8 +7,11 @@
 Training: samples/s of the real trainers' steps (training.clip_trainer.ClipRun.step,
 training.diffusion_trainer.DiffusionRun.train_step: forward, backward, AdamW, EMA) for
 CLIP, the decoder, the prior and super-resolution, after warm-up steps, with the decoder
-also under torch.compile. Generation: seconds for 64 and 1,000 images from the shipped
-decoder (20 DPM-Solver++ steps with guidance). On CUDA, each figure's peak memory.
+also under torch.compile at the gpu preset and at larger batches; beside each diffusion figure,
+the host's milliseconds per batch (draw and conditioning) and the FLOPs done per second
+(torch.utils.flop_counter). On CUDA, a torch.profiler view of the decoder's step (device-busy
+time against wall time) and each figure's peak memory. Generation: seconds for 64 and 1,000
+images from the shipped decoder (20 DPM-Solver++ steps with guidance).
 """
 from __future__ import annotations
 
@@ -76,10 +79,31 @@ def clip_speed(preset: str, device: str, folder: Path, warmup: int, steps: int) 
     return {"batch_size": config.batch_size, "seconds_per_step": timed_steps(step, warmup, steps, run.device)}
 
 
-def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: int, steps: int, compile: bool) -> dict:
+def host_batch_ms(run: DiffusionRun, count: int = 20) -> float:
+    """Milliseconds per batch of the work done on the host before a step: the draw and the stage's batch (conditioning)."""
+    start = time.perf_counter()
+    for _ in range(count):
+        images, texts, _, indices = next(run.batches)
+        run.stage.batch(images, texts, indices, run.generator)
+    return 1000 * (time.perf_counter() - start) / count
+
+
+def gflop_per_sample(run: DiffusionRun) -> float:
+    """Forward and backward FLOPs of one training sample (torch.utils.flop_counter: matrix products and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    images, texts, _, indices = next(run.batches)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run.compute_gradients(images, texts, indices, run.model)
+    return counter.get_total_flops() / len(images) / 1e9
+
+
+def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: int, steps: int, compile: bool,
+                    batch_size: int | None = None) -> dict:
     config_class = STAGE_CONFIGS[stage]
+    values = {**preset_values(stage, preset), **({"batch_size": batch_size} if batch_size else {})}
     config = config_class(clip_model_path=str(SHIPPED_CLIP), device=device, compile=compile, save_path=str(folder / f"{stage}.pt"),
-                          output_dir=str(folder / stage), **preset_values(stage, preset))
+                          output_dir=str(folder / stage), **values)
     run = DiffusionRun(config, log=lambda message: None)
     forward = torch.compile(run.model) if compile else run.model
     run.model.train()
@@ -88,7 +112,38 @@ def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: 
         images, texts, _, indices = next(run.batches)
         run.train_step(images, texts, indices, forward)
     seconds = timed_steps(step, warmup + (3 if compile else 0), steps, run.device)
-    return {"batch_size": config.batch_size, "channels": getattr(config, "channels", None), "seconds_per_step": seconds}
+    gflop = gflop_per_sample(run)
+    return {"batch_size": config.batch_size, "channels": getattr(config, "channels", None), "seconds_per_step": seconds,
+            "host_ms_per_batch": round(host_batch_ms(run), 2), "gflop_per_sample": round(gflop, 3),
+            "tflop_per_second": round(gflop * config.batch_size / seconds / 1000, 2)}
+
+
+def profile_decoder_step(device: str, folder: Path, steps: int = 10) -> dict:
+    """torch.profiler over ``steps`` eager decoder steps at the gpu preset: device-busy time against wall time, top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    config = STAGE_CONFIGS["decoder"](clip_model_path=str(SHIPPED_CLIP), device=device, save_path=str(folder / "p.pt"),
+                                      output_dir=str(folder / "p"), **preset_values("decoder", "gpu"))
+    run = DiffusionRun(config, log=lambda message: None)
+    run.model.train()
+    for _ in range(3):
+        run.train_step(*_draw(run), run.model)
+    synchronize(run.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            run.train_step(*_draw(run), run.model)
+        synchronize(run.device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    device_us = sum(e.self_device_time_total for e in events) if run.device.type == "cuda" else 0
+    table = events.table(sort_by="self_cuda_time_total" if run.device.type == "cuda" else "self_cpu_time_total", row_limit=18)
+    return {"wall_ms_per_step": round(1000 * wall / steps, 2), "device_busy_ms_per_step": round(device_us / 1000 / steps, 2), "table": table}
+
+
+def _draw(run: DiffusionRun) -> tuple:
+    images, texts, _, indices = next(run.batches)
+    return images, texts, indices
 
 
 def generation_seconds(device: torch.device, counts: tuple[int, ...]) -> dict:
@@ -133,8 +188,11 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["clip", "decoder", "prior", "superres"])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per figure")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also time the decoder compiled (default: on CUDA)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also time the decoder compiled at the gpu preset (default: on CUDA)")
     parser.add_argument("--generate", nargs="*", type=int, default=[64, 1000], help="image counts to time generation for (none: skip)")
+    parser.add_argument("--decoder_batches", nargs="*", type=int, default=[512, 1024],
+                        help="also time the decoder at the gpu preset (eager) at these batch sizes")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None, help="profile decoder steps (default: on CUDA)")
     parser.add_argument("--time_to_quality", action="store_true")
     parser.add_argument("--name", default="gpu")
     args = parser.parse_args()
@@ -148,7 +206,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for preset in presets:
             for stage in args.stages:
-                for compiled in ([False, True] if compile_too and stage == "decoder" else [False]):
+                for compiled in ([False, True] if compile_too and stage == "decoder" and preset == "gpu" else [False]):
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
                     if stage == "clip":
@@ -158,12 +216,33 @@ def main() -> None:
                     row.update(stage=stage, preset=preset, compiled=compiled, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
                                peak_memory_mb=peak_memory_mb(device))
                     rows.append(row)
-                    print(f"{stage:9s} preset {preset}  {'compiled' if compiled else 'eager   '}  batch {row['batch_size']:5d}  "
-                          f"{row['samples_per_second']:10,.0f} samples/s" + (f"  peak {row['peak_memory_mb']:,.0f} MB" if row["peak_memory_mb"] else ""), flush=True)
+                    print_row(row)
+        if "gpu" in presets and "decoder" in args.stages:
+            for batch_size in args.decoder_batches:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                row = diffusion_speed("decoder", "gpu", str(device), Path(folder), args.warmup, args.steps, False, batch_size)
+                row.update(stage="decoder", preset="gpu", compiled=False, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
+                           peak_memory_mb=peak_memory_mb(device))
+                rows.append(row)
+                print_row(row)
+        profiled = None
+        if args.profile if args.profile is not None else device.type == "cuda":
+            profiled = profile_decoder_step(str(device), Path(folder))
+            print(profiled.pop("table"))
+            print(f"decoder at the gpu preset, eager: {profiled['wall_ms_per_step']} ms per step, the device busy {profiled['device_busy_ms_per_step']} ms of it")
         generation = generation_seconds(device, tuple(args.generate)) if args.generate else {}
         for count, seconds in generation.items():
             print(f"generate {count} images: {seconds:.2f} s", flush=True)
-    write_result(args.name, {"device": str(device), "training": rows, "generation_seconds": generation})
+    write_result(args.name, {"device": str(device), "training": rows, "generation_seconds": generation, "decoder_profile": profiled})
+
+
+def print_row(row: dict) -> None:
+    compiled = "compiled" if row["compiled"] else "eager   "
+    extra = f"  host {row['host_ms_per_batch']:.1f} ms/batch  {row['tflop_per_second']:.1f} TFLOP/s" if "host_ms_per_batch" in row else ""
+    memory = f"  peak {row['peak_memory_mb']:,.0f} MB" if row["peak_memory_mb"] else ""
+    print(f"{row['stage']:9s} preset {row['preset']}  {compiled}  batch {row['batch_size']:5d}  {row['samples_per_second']:10,.0f} samples/s"
+          + extra + memory, flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from conftest import assert_one_line_error, run_cli
 from training.presets import GPU_PRESET, apply_preset, choose_preset
@@ -44,3 +47,15 @@ def test_unclip_train_runs_the_gpu_preset_on_request(tiny_clip_path, tmp_path, c
 def test_an_unknown_preset_is_one_line(capsys):
     import clip_train
     assert_one_line_error(capsys, run_cli(clip_train.main, ["--preset", "tpu"]), "invalid choice: 'tpu'")
+
+
+def test_the_speed_benchmark_counts_the_same_flops_per_sample_at_any_batch(tmp_path):
+    """benchmarks/gpu.py's figures beside samples/s: FLOPs per sample (independent of the batch) and the host's time per batch."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu
+    small, large = (gpu.diffusion_speed("decoder", "gpu", "cpu", tmp_path, warmup=0, steps=1, compile=False, batch_size=size) for size in (4, 8))
+    assert small["channels"] == GPU_PRESET["decoder"]["channels"] and (small["batch_size"], large["batch_size"]) == (4, 8)
+    assert small["gflop_per_sample"] == pytest.approx(large["gflop_per_sample"], rel=1e-3)
+    assert 0.5 < small["gflop_per_sample"] < 2  # the 64,96,128 UNet at 28x28: ~0.83 GFLOP forward and backward
+    assert small["host_ms_per_batch"] > 0 and small["seconds_per_step"] > 0
