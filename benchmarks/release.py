@@ -102,7 +102,7 @@ class WorkFiles:
         self.work, self.kept = work, kept
 
     def __call__(self, file_name: str) -> Path:
-        stage = next(stage for stage in STAGES if file_name in (f"{stage.name}.pt", shipped_file(stage)))
+        stage = next(stage for stage in STAGES if file_name == f"{stage.name}.pt" or file_name.startswith(f"{stage.name}_ema"))
         if stage.name not in self.kept:
             return self.work / file_name
         shipped = Path(os.path.relpath(PRETRAINED_DIR / f"{stage.name}{WEIGHTS_SUFFIX}"))  # relative: the model card prints it
