@@ -79,19 +79,24 @@ def clip_speed(preset: str, device: str, folder: Path, warmup: int, steps: int) 
     return {"batch_size": config.batch_size, "seconds_per_step": timed_steps(step, warmup, steps, run.device)}
 
 
+def next_batch(run: DiffusionRun) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """The next training batch of a run: (images [B, C, H, W], captions, dataset indices [B])."""
+    images, texts, _, indices = next(run.batches)
+    return images, texts, indices
+
+
 def host_batch_ms(run: DiffusionRun, count: int = 20) -> float:
     """Milliseconds per batch of the work done on the host before a step: the draw and the stage's batch (conditioning)."""
     start = time.perf_counter()
     for _ in range(count):
-        images, texts, _, indices = next(run.batches)
-        run.stage.batch(images, texts, indices, run.generator)
+        run.stage.batch(*next_batch(run), run.generator)
     return 1000 * (time.perf_counter() - start) / count
 
 
 def gflop_per_sample(run: DiffusionRun) -> float:
     """Forward and backward FLOPs of one training sample (torch.utils.flop_counter: matrix products and convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
-    images, texts, _, indices = next(run.batches)
+    images, texts, indices = next_batch(run)
     counter = FlopCounterMode(display=False)
     with counter:
         run.compute_gradients(images, texts, indices, run.model)
@@ -109,8 +114,7 @@ def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: 
     run.model.train()
 
     def step() -> None:
-        images, texts, _, indices = next(run.batches)
-        run.train_step(images, texts, indices, forward)
+        run.train_step(*next_batch(run), forward)
     seconds = timed_steps(step, warmup + (3 if compile else 0), steps, run.device)
     gflop = gflop_per_sample(run)
     return {"batch_size": config.batch_size, "channels": getattr(config, "channels", None), "seconds_per_step": seconds,
@@ -126,13 +130,13 @@ def profile_decoder_step(device: str, folder: Path, steps: int = 10) -> dict:
     run = DiffusionRun(config, log=lambda message: None)
     run.model.train()
     for _ in range(3):
-        run.train_step(*_draw(run), run.model)
+        run.train_step(*next_batch(run), run.model)
     synchronize(run.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
         for _ in range(steps):
-            run.train_step(*_draw(run), run.model)
+            run.train_step(*next_batch(run), run.model)
         synchronize(run.device)
         wall = time.perf_counter() - start
     events = prof.key_averages()
@@ -141,9 +145,6 @@ def profile_decoder_step(device: str, folder: Path, steps: int = 10) -> dict:
     return {"wall_ms_per_step": round(1000 * wall / steps, 2), "device_busy_ms_per_step": round(device_us / 1000 / steps, 2), "table": table}
 
 
-def _draw(run: DiffusionRun) -> tuple:
-    images, texts, _, indices = next(run.batches)
-    return images, texts, indices
 
 
 def generation_seconds(device: torch.device, counts: tuple[int, ...]) -> dict:
