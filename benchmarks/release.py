@@ -112,7 +112,9 @@ class WorkFiles:
 
 def run(command: list[str]) -> None:
     print("$ " + " ".join(command[1:] if command[0] == sys.executable else command), flush=True)
-    subprocess.run(command, check=True)
+    code = subprocess.run(command).returncode
+    if code:
+        sys.exit(f"error: {command[1]} stopped with exit code {code} (its message is above); the release stops here and resumes with the same command")
 
 
 def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str) -> dict[str, dict]:
