@@ -39,6 +39,7 @@ from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import SamplingOptions
 from models.superres import Cascade
+from training.diffusion_trainer import extra_ema_path
 from utils.plotting import save_grid
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
 from utils.files import write_json
@@ -92,7 +93,8 @@ PIPELINES = {
 
 def shipped_file(stage: ReleaseStage) -> str:
     """The checkpoint in the work folder whose EMA weights ship: the main one, or the extra EMA the stage names."""
-    return f"{stage.name}_ema{stage.shipped_ema}.pt" if stage.shipped_ema else f"{stage.name}.pt"
+    main = Path(f"{stage.name}.pt")
+    return extra_ema_path(main, stage.shipped_ema).name if stage.shipped_ema else main.name
 
 
 class WorkFiles:
