@@ -122,29 +122,35 @@ def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: 
             "tflop_per_second": round(gflop * config.batch_size / seconds / 1000, 2)}
 
 
-def profile_decoder_step(device: str, folder: Path, steps: int = 10) -> dict:
-    """torch.profiler over ``steps`` eager decoder steps at the gpu preset: device-busy time against wall time, top kernels."""
+PHASES = ("conditioning", "forward", "backward", "optimizer", "ema")  # the record_function labels of DiffusionRun.train_step
+
+
+def profile_decoder_step(device: str, folder: Path, compile: bool, steps: int = 10, batch_size: int | None = None) -> dict:
+    """torch.profiler over ``steps`` decoder steps at the gpu preset: wall time, the device's busy time (its kernels),
+    the host's time in each phase of the step, and the top operators."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     config = STAGE_CONFIGS["decoder"](clip_model_path=str(SHIPPED_CLIP), device=device, save_path=str(folder / "p.pt"),
-                                      output_dir=str(folder / "p"), **preset_values("decoder", "gpu"))
+                                      output_dir=str(folder / "p"), **{**preset_values("decoder", "gpu"), **({"batch_size": batch_size} if batch_size else {})})
     run = DiffusionRun(config, log=lambda message: None)
+    forward = torch.compile(run.model) if compile else run.model
     run.model.train()
-    for _ in range(3):
-        run.train_step(*next_batch(run), run.model)
+    for _ in range(5 if compile else 3):
+        run.train_step(*next_batch(run), forward)
     synchronize(run.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
         for _ in range(steps):
-            run.train_step(*next_batch(run), run.model)
+            run.train_step(*next_batch(run), forward)
         synchronize(run.device)
         wall = time.perf_counter() - start
     events = prof.key_averages()
-    device_us = sum(e.self_device_time_total for e in events) if run.device.type == "cuda" else 0
+    kernels_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)  # kernels only: operators would count them twice
+    phases = {e.key: round(e.cpu_time_total / 1000 / steps, 2) for e in events if e.key in PHASES}
     table = events.table(sort_by="self_cuda_time_total" if run.device.type == "cuda" else "self_cpu_time_total", row_limit=18)
-    return {"wall_ms_per_step": round(1000 * wall / steps, 2), "device_busy_ms_per_step": round(device_us / 1000 / steps, 2), "table": table}
-
-
+    return {"compiled": compile, "wall_ms_per_step": round(1000 * wall / steps, 2), "device_busy_ms_per_step": round(kernels_us / 1000 / steps, 2),
+            "host_ms_per_phase": phases, "table": table}
 
 
 def generation_seconds(device: torch.device, counts: tuple[int, ...]) -> dict:
@@ -162,6 +168,9 @@ def generation_seconds(device: torch.device, counts: tuple[int, ...]) -> dict:
     return result
 
 
+TIME_TO_QUALITY_GUIDANCE = ("1.25", "1.5", "2.0")  # the target (>= 99 % at a Frechet ratio <= 2) may sit below the default scale
+
+
 def time_to_quality(folder: Path, device: str) -> dict:
     """CLIP and the decoder trained from nothing at the gpu preset, as a user would type it, then judged."""
     seconds = {}
@@ -170,7 +179,8 @@ def time_to_quality(folder: Path, device: str) -> dict:
         "unclip_train": ["unclip_train.py", "--preset", "gpu", "--device", device, "--clip_model_path", str(folder / "clip.pt"),
                          "--save_path", str(folder / "decoder.pt"), "--output_dir", str(folder / "decoder")],
         "decoder_quality": ["benchmarks/decoder_quality.py", "--device", device, "--clip_model_path", str(folder / "clip.pt"),
-                            "--decoder_path", str(folder / "decoder.pt"), "--name", "gpu_time_to_quality_samples"],
+                            "--decoder_path", str(folder / "decoder.pt"), "--name", "gpu_time_to_quality_samples",
+                            "--guidance_scales", *TIME_TO_QUALITY_GUIDANCE],
     }
     for name, command in commands.items():
         print("$ python " + " ".join(command), flush=True)
@@ -192,7 +202,7 @@ def main() -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also time the decoder compiled at the gpu preset (default: on CUDA)")
     parser.add_argument("--generate", nargs="*", type=int, default=[64, 1000], help="image counts to time generation for (none: skip)")
     parser.add_argument("--decoder_batches", nargs="*", type=int, default=[512, 1024],
-                        help="also time the decoder at the gpu preset (eager) at these batch sizes")
+                        help="also time the decoder at the gpu preset at these batch sizes (eager, and compiled where --compile)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None, help="profile decoder steps (default: on CUDA)")
     parser.add_argument("--time_to_quality", action="store_true")
     parser.add_argument("--name", default="gpu")
@@ -220,18 +230,23 @@ def main() -> None:
                     print_row(row)
         if "gpu" in presets and "decoder" in args.stages:
             for batch_size in args.decoder_batches:
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                row = diffusion_speed("decoder", "gpu", str(device), Path(folder), args.warmup, args.steps, False, batch_size)
-                row.update(stage="decoder", preset="gpu", compiled=False, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
-                           peak_memory_mb=peak_memory_mb(device))
-                rows.append(row)
-                print_row(row)
-        profiled = None
+                for compiled in [False, True] if compile_too else [False]:
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    row = diffusion_speed("decoder", "gpu", str(device), Path(folder), args.warmup, args.steps, compiled, batch_size)
+                    row.update(stage="decoder", preset="gpu", compiled=compiled, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
+                               peak_memory_mb=peak_memory_mb(device))
+                    rows.append(row)
+                    print_row(row)
+        profiled = []
         if args.profile if args.profile is not None else device.type == "cuda":
-            profiled = profile_decoder_step(str(device), Path(folder))
-            print(profiled.pop("table"))
-            print(f"decoder at the gpu preset, eager: {profiled['wall_ms_per_step']} ms per step, the device busy {profiled['device_busy_ms_per_step']} ms of it")
+            for compiled in [False, True] if compile_too else [False]:
+                row = profile_decoder_step(str(device), Path(folder), compiled)
+                print(row.pop("table"))
+                print(f"decoder at the gpu preset, {'compiled' if compiled else 'eager'}: {row['wall_ms_per_step']} ms per step, the device busy "
+                      f"{row['device_busy_ms_per_step']} ms of it; the host's ms per phase: "
+                      + ", ".join(f"{name} {ms}" for name, ms in row["host_ms_per_phase"].items()), flush=True)
+                profiled.append(row)
         generation = generation_seconds(device, tuple(args.generate)) if args.generate else {}
         for count, seconds in generation.items():
             print(f"generate {count} images: {seconds:.2f} s", flush=True)

@@ -26,16 +26,17 @@ class TokenBatch:
     """A padded batch of token ids."""
 
     ids: torch.Tensor  # [B, L] long, PAD after each sequence's EOS
-    lengths: torch.Tensor  # [B] long, number of real tokens (BOS..EOS)
+    lengths: torch.Tensor  # [B] long, number of real tokens (BOS..EOS); on the CPU, where pack_padded_sequence reads them
 
     @property
     def mask(self) -> torch.Tensor:
         """[B, L] bool, True on real tokens."""
         positions = torch.arange(self.ids.shape[1], device=self.ids.device)
-        return positions[None, :] < self.lengths[:, None]
+        return positions[None, :] < self.lengths.to(self.ids.device, non_blocking=True)[:, None]
 
-    def to(self, device: torch.device | str) -> "TokenBatch":
-        return TokenBatch(self.ids.to(device), self.lengths.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "TokenBatch":
+        """The ids on ``device``; the lengths stay on the CPU (reading them back from a GPU would wait for it)."""
+        return TokenBatch(self.ids.to(device, non_blocking=non_blocking), self.lengths.cpu())
 
 
 class CharTokenizer:

@@ -53,7 +53,7 @@ class TinyCLIP(nn.Module):
 
     def encode_tokens(self, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (unit-norm embeddings [B, D], token states [B, L, 2H])."""
-        embedding, states = self.text_encoder(tokens.to(self.device))
+        embedding, states = self.text_encoder(tokens.to(self.device, non_blocking=True))  # from the tokenizer, on the CPU
         return F.normalize(embedding, dim=-1), states
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -111,7 +111,7 @@ def contrastive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor, fits:
     ``fits`` [B, B] bool (image i, caption j) says more, e.g. that "a thick six"
     fits only the thick sixes (dataloading.style_captions.StyleCaptions.fits).
     """
-    positives = (labels[:, None] == labels[None, :]) if fits is None else fits.to(labels.device)  # [B images, B captions]
+    positives = (labels[:, None] == labels[None, :]) if fits is None else fits.to(labels.device, non_blocking=True)  # [B images, B captions]
     positives = positives.float()
     loss_images = F.cross_entropy(logits_per_image, positives / positives.sum(dim=1, keepdim=True))
     loss_texts = F.cross_entropy(logits_per_image.T, positives.T / positives.T.sum(dim=1, keepdim=True))

@@ -34,5 +34,8 @@ class Conditioning:
         """The conditioning of a sub-batch (for chunked generation)."""
         return Conditioning(*[None if t is None else t[index] for t in (self.embedding, self.tokens, self.token_mask, self.low_res, self.noise_level, self.drop)])
 
-    def to(self, device: torch.device) -> "Conditioning":
-        return Conditioning(*[None if t is None else t.to(device) for t in (self.embedding, self.tokens, self.token_mask, self.low_res, self.noise_level, self.drop)])
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Conditioning":
+        """On ``device``; ``non_blocking`` copies from the CPU without waiting for the GPU's queued work (a training step's
+        copy would otherwise stall the host until the previous step has finished on the device)."""
+        return Conditioning(*[None if t is None else t.to(device, non_blocking=non_blocking)
+                              for t in (self.embedding, self.tokens, self.token_mask, self.low_res, self.noise_level, self.drop)])

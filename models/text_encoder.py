@@ -48,6 +48,6 @@ class TextEncoder(nn.Module):
         if self.pooling == "final":
             pooled = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # forward and backward final states: [B, 2H]
         else:
-            padding = torch.arange(states.shape[1], device=states.device)[None, :] >= tokens.lengths.to(states.device)[:, None]  # [B, L]
+            padding = torch.arange(states.shape[1], device=states.device)[None, :] >= tokens.lengths.to(states.device, non_blocking=True)[:, None]  # [B, L]
             pooled = states.masked_fill(padding[..., None], float("-inf")).amax(dim=1)  # [B, 2H]
         return self.projection(pooled), states

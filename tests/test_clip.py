@@ -108,3 +108,17 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, embedd
     straight.eval(), resumed.eval()
     assert torch.allclose(straight.encode_image(images), resumed.encode_image(images), atol=1e-5)
     assert torch.allclose(straight.encode_text(["six", "a 7"]), resumed.encode_text(["six", "a 7"]), atol=1e-5)
+
+
+def test_resume_with_more_epochs_stretches_the_learning_rate_schedule(tmp_path, embedded_splits):
+    """A finished 1-epoch run continued with --epochs 2: its one-cycle schedule, planned for one epoch's steps,
+    would raise "Tried to step ... times" on the next step; it is stretched over both epochs instead."""
+    common = dict(train_subset=300, batch_size=100, output_dir=str(tmp_path / "plots"), save_path=str(tmp_path / "clip.pt"))
+    train_clip(ClipTrainingConfig(epochs=1, **common), embedded_splits, log=lambda s: None)
+    messages: list[str] = []
+    _, metrics = train_clip(ClipTrainingConfig(epochs=2, resume=True, **common), embedded_splits, log=messages.append)
+    state = load_checkpoint(tmp_path / "clip.pt", "clip")["training"]
+    assert state["epoch"] == 2 and state["scheduler"]["total_steps"] == 6 and state["scheduler"]["last_epoch"] == 6
+    assert any("now spans 6" in m for m in messages)
+    steps = [step for step, _ in state["history"]["loss"]]
+    assert steps == list(range(1, 7))  # the second epoch continued the step count

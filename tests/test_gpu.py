@@ -74,3 +74,22 @@ def test_clip_logits_stay_float32_under_autocast():
         logits, _ = model(torch.zeros(4, 1, 28, 28, device="cuda"), model.tokenizer.batch_encode(["six", "a seven", "8", "one"]))
         _, states = model.encode_tokens(model.tokenizer.batch_encode(["six"]))
     assert logits.dtype == torch.float32 and states.dtype == torch.float32  # the LSTM, too, ran in fp32
+
+
+def test_a_decoder_training_step_never_waits_for_the_gpu(tiny_clip_path, tmp_path):
+    """No blocking copy, .item() or other host-device sync inside a step, so the host queues the next step while the GPU
+    runs this one (a blocking copy of the conditioning made every step wait for the last: benchmarks/gpu.py's profile)."""
+    from training.diffusion_trainer import DiffusionRun
+    from training.unclip_configs import DecoderTrainingConfig
+    run = DiffusionRun(DecoderTrainingConfig(clip_model_path=str(tiny_clip_path), device="cuda", train_subset=200, batch_size=16, channels="8,16",
+                                             compile=False, save_path=str(tmp_path / "d.pt"), output_dir=str(tmp_path / "o")), log=lambda message: None)
+    images, texts, _, indices = next(run.batches)
+    run.train_step(images, texts, indices, run.model)  # the first step builds the optimizer state and the schedule's device tables
+    images, texts, _, indices = next(run.batches)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run.train_step(images, texts, indices, run.model)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert run.step == 2

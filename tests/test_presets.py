@@ -40,7 +40,7 @@ def test_unclip_train_runs_the_gpu_preset_on_request(tiny_clip_path, tmp_path, c
     assert code == 0
     assert "preset gpu (asked for with --preset): --lr 0.004, --warmup_steps 200" in capsys.readouterr().out
     config = json.loads(path.with_suffix(".json").read_text())["config"]
-    assert config["lr"] == 4e-3 and config["batch_size"] == 8 and config["channels"] == "8,16" and config["max_minutes"] == 4.0
+    assert config["lr"] == 4e-3 and config["batch_size"] == 8 and config["channels"] == "8,16" and config["max_minutes"] == 3.75
     assert json.loads(path.with_suffix(".json").read_text())["compiled"] is False  # compile defaults to on only on CUDA
 
 
@@ -59,3 +59,14 @@ def test_the_speed_benchmark_counts_the_same_flops_per_sample_at_any_batch(tmp_p
     assert small["gflop_per_sample"] == pytest.approx(large["gflop_per_sample"], rel=1e-3)
     assert 0.5 < small["gflop_per_sample"] < 2  # the 64,96,128 UNet at 28x28: ~0.83 GFLOP forward and backward
     assert small["host_ms_per_batch"] > 0 and small["seconds_per_step"] > 0
+
+
+def test_the_speed_benchmark_profiles_each_phase_of_a_decoder_step(tmp_path):
+    """benchmarks/gpu.py --profile: the host's time in each labelled phase of DiffusionRun.train_step, beside wall time."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu
+    row = gpu.profile_decoder_step("cpu", tmp_path, compile=False, steps=2, batch_size=4)
+    assert set(row["host_ms_per_phase"]) == set(gpu.PHASES) and all(ms > 0 for ms in row["host_ms_per_phase"].values())
+    assert row["wall_ms_per_step"] > sum(row["host_ms_per_phase"].values()) * 0.5 and row["device_busy_ms_per_step"] == 0  # no GPU here
+    assert "aten::convolution" in row["table"]

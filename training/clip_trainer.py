@@ -107,7 +107,7 @@ class ClipRun:
     def resume(self) -> None:
         """Continue from the checkpoint at ``save_path``: weights, optimizer, schedule, random streams and history."""
         path = self.config.save_path
-        state = checkpoint_to_resume(path, CHECKPOINT_KIND, self.device, self.log)
+        state = checkpoint_to_resume(path, CHECKPOINT_KIND, self.log)
         if state is None:
             return
         training = state["training"]
@@ -116,11 +116,23 @@ class ClipRun:
                 f"cannot resume {path}: it was trained with other data, captions or embedding size")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        self.generator.set_state(training["data_rng"].cpu())  # random states are CPU tensors, wherever the checkpoint was mapped
+        self.load_schedule(training["scheduler"])
+        self.generator.set_state(training["data_rng"])
         self.train_set.rng.setstate(random_state_from_list(training["caption_rng"]))
         self.history, self.epoch, self.seconds = training["history"], training["epoch"], training["seconds"]
         self.log(f"resumed {path} after epoch {self.epoch}")
+
+    def load_schedule(self, saved: dict) -> None:
+        """The saved one-cycle schedule; when --epochs has changed since, its phases are stretched to the new total
+        (the step count carries over) and this step's learning rate is read off the stretched curve."""
+        planned = self.scheduler.state_dict()
+        if saved["total_steps"] == planned["total_steps"]:
+            self.scheduler.load_state_dict(saved)
+            return
+        self.scheduler.load_state_dict({**saved, "total_steps": planned["total_steps"], "_schedule_phases": planned["_schedule_phases"]})
+        self.scheduler.last_epoch -= 1
+        self.scheduler.step()  # sets the optimizer's learning rate for the step the run continues at
+        self.log(f"--epochs {self.config.epochs}: the learning-rate schedule, planned for {saved['total_steps']} steps, now spans {planned['total_steps']}")
 
     @property
     def out_of_time(self) -> bool:
@@ -141,7 +153,7 @@ class ClipRun:
             image_embedding = self.model.encode_image(images[local].to(self.device, non_blocking=True))  # [B / ranks, D]
             text_embedding, _ = self.model.encode_tokens(self.model.tokenizer.batch_encode(texts[local]))  # [B / ranks, D]
         logits_per_image, _ = self.model.logits(self.dist.gather(image_embedding), self.dist.gather(text_embedding))  # [B, B], fp32
-        return contrastive_loss(logits_per_image, labels.to(self.device), fits)
+        return contrastive_loss(logits_per_image, labels.to(self.device, non_blocking=True), fits)
 
     def backward(self, loss: torch.Tensor) -> None:
         """The gradients of the global batch's loss, averaged over processes."""

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from dataloading.datasets import BatchStream, load_dataset
@@ -100,7 +101,7 @@ class DiffusionRun:
     def resume(self) -> None:
         """Continue from the checkpoint at ``save_path``: weights, EMA, optimizer, random streams, history and clock."""
         path = self.config.save_path
-        state = checkpoint_to_resume(path, self.stage.kind, self.device, self.log)
+        state = checkpoint_to_resume(path, self.stage.kind, self.log)
         if state is None:
             return
         try:  # read as a load would: fields added since take their old meaning
@@ -119,10 +120,10 @@ class DiffusionRun:
         for name, ema in self.extra_emas.items():
             ema.load_state_dict({"decay": ema.decay, "num_updates": training["ema_updates"], "model": saved_extra[name]})
         self.optimizer.load_state_dict(training["optimizer"])
-        self.generator.set_state(training["data_rng"].cpu())  # random states are CPU tensors, wherever the checkpoint was mapped
-        torch.set_rng_state(training["torch_rng"].cpu())
+        self.generator.set_state(training["data_rng"])
+        torch.set_rng_state(training["torch_rng"])
         if self.noise_generator is not self.generator and "noise_rng" in training:
-            self.noise_generator.set_state(training["noise_rng"].cpu())
+            self.noise_generator.set_state(training["noise_rng"])
         self.history, self.step, self.seconds = training["history"], training["step"], training["seconds"]
         if "batches" in training:  # the epoch's order, the position in it and the caption generator
             self.batches.load_state_dict(training["batches"])
@@ -150,19 +151,22 @@ class DiffusionRun:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.progress, self.config)
         per_sample, t = self.compute_gradients(images, texts, indices, forward)
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        for ema in (self.ema, *self.extra_emas.values()):
-            ema.update(self.model)
+        with record_function("optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        with record_function("ema"):
+            for ema in (self.ema, *self.extra_emas.values()):
+                ema.update(self.model)
         self.step += 1
         self.pending_losses.append((self.step, per_sample.detach(), t))
 
     def compute_gradients(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, forward: Callable) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient of the mean loss over one global batch, in every process; returns this process's (per-sample loss, t)."""
-        x0, cond = self.stage.batch(images, texts, indices, self.generator)  # [B, ...] on the CPU
-        x0, cond = x0.to(self.device, non_blocking=True), cond.to(self.device)
+        with record_function("conditioning"):  # the phases' names label torch.profiler's view (benchmarks/gpu.py --profile)
+            x0, cond = self.stage.batch(images, texts, indices, self.generator)  # [B, ...] on the CPU
+            x0, cond = x0.to(self.device, non_blocking=True), cond.to(self.device, non_blocking=True)  # no host-device sync
         batch, device, generator = len(x0), self.device, self.noise_generator
         cond.drop = torch.rand(batch, generator=generator, device=device) < self.config.cond_drop_prob
         t = self.schedule.sample_timesteps(batch, generator, self.config.timestep_density, self.config.uniform_share,
@@ -173,11 +177,12 @@ class DiffusionRun:
         x_t = self.schedule.q_sample(x0, t, noise)
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
+        with record_function("forward"), autocast(device):
             output = forward(x_t, t, cond)
         per_sample = self.schedule.loss(output, x0, noise, t)  # [B / processes]
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(per_sample.mean()).backward()
+        with record_function("backward"):
+            self.scaler.scale(per_sample.mean()).backward()
         self.dist.average_gradients(self.model.parameters())  # the gradient of the mean loss over the global batch
         return per_sample, t
 

@@ -135,12 +135,17 @@ def default_weights(name: str) -> Path:
     return shipped if not trained.exists() and shipped.exists() else trained
 
 
-def checkpoint_to_resume(path: str | Path, kind: str, map_location: str | torch.device, log: Callable[[str], None]) -> dict | None:
-    """The checkpoint a resumed run continues from, or None (said in the log) when none has been written yet."""
+def checkpoint_to_resume(path: str | Path, kind: str, log: Callable[[str], None]) -> dict | None:
+    """The checkpoint a resumed run continues from, or None (said in the log) when none has been written yet.
+
+    Loaded onto the CPU, whatever device the run trains on: each ``load_state_dict`` (model, EMA, optimizer)
+    copies its tensors to where its parameters live, and the rest (random states, the epoch's data order)
+    belongs on the CPU. Mapping it to a GPU instead put the data order there, which then indexed CPU images.
+    """
     if not Path(path).exists():
         log(f"--resume: no checkpoint at {path} yet, so training starts from scratch")
         return None
-    return load_checkpoint(path, kind, map_location=map_location)
+    return load_checkpoint(path, kind, map_location="cpu")
 
 
 def random_state_to_list(value):
