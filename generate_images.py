@@ -58,7 +58,8 @@ class GenerateConfig:
     sampler: str = option("dpmpp_2m", "sampling algorithm", choices=list(SAMPLERS))
     steps: int = option(SamplingOptions.steps, "sampler steps (DDPM's original: 1000)")
     spacing: str = option(SamplingOptions.spacing, "how the steps are spread over t (quadratic: crowded towards t = 0)", choices=list(SPACINGS))
-    guidance_scale: float = option(DEFAULT_GUIDANCE_SCALE, "classifier-free guidance scale of the decoder (1: no guidance)")
+    guidance_scale: float | None = option(None, "classifier-free guidance scale of the decoder (1: no guidance; default: the decoder's own, which "
+                                                f"a release writes into its weights, 1.6 for the shipped text decoder; else {DEFAULT_GUIDANCE_SCALE:g})")
     guidance_from_t: int = option(SamplingOptions.guidance_from_t, "guide the decoder only at timesteps t >= this (0..999), the conditional "
                                                                     "output alone below it: a guidance interval (Kynkaanniemi et al. 2024)")
     prior_guidance_scale: float = option(PRIOR_SAMPLING.guidance_scale, "classifier-free guidance scale of the prior")
@@ -82,7 +83,7 @@ class GenerateConfig:
             require(getattr(self, flag) > 0, f"--{flag} must be positive, got {getattr(self, flag)}")
         for flag in ("guidance_scale", "prior_guidance_scale", "superres_guidance_scale", "eta"):
             value = getattr(self, flag)
-            require(math.isfinite(value) and value >= 0, f"--{flag} must be a finite number, 0 or more; got {value}")
+            require(value is None and flag == "guidance_scale" or math.isfinite(value) and value >= 0, f"--{flag} must be a finite number, 0 or more; got {value}")
         require(0 <= self.augmentation_level <= 1, f"--augmentation_level must be in [0, 1], got {self.augmentation_level}")
         modes = [bool(self.prompt or self.prompts_file), bool(self.image), bool(self.interpolate)]
         require(sum(modes) <= 1, "give prompts, --image or --interpolate, not several")
@@ -141,6 +142,10 @@ class Generator:
                 raise ClipMismatch(f"{err} (your CLIP is {self.paths['CLIP']}, the {', '.join(shipped)} shipped: train those stages on your CLIP, "
                                 f"or give --clip_model_path {PRETRAINED_DIR / 'clip.safetensors'})") from None
             raise
+        if config.guidance_scale is None:
+            config.guidance_scale = self.decoder.guidance_scale
+            named = config.guidance_scale != DEFAULT_GUIDANCE_SCALE
+            print(f"guidance {config.guidance_scale:g}: " + ("the one the decoder's file names" if named else "the default") + " (--guidance_scale sets another)")
 
     def load(self, config: GenerateConfig, condition: str, device: torch.device) -> None:
         paths = {stage: str(path) for stage, path in self.paths.items()}

@@ -57,6 +57,11 @@ class ReleaseStage:
     steps: int  # training steps (CLIP: epochs)
     what: str
     shipped_ema: str | None = None  # ship this extra EMA (--extra_ema_decays) instead of the main one
+    guidance_scale: float | None = None  # the guidance its file names: what generate_images.py samples it at by default
+
+    def extra_fields(self) -> dict | None:
+        """What the shipped file holds beside the weights and config (models.pipeline.recommended_guidance reads it)."""
+        return {"sampling": {"guidance_scale": self.guidance_scale}} if self.guidance_scale is not None else None
 
     def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[str]:
         budget = max(1, round(self.steps * scale))
@@ -72,7 +77,7 @@ class ReleaseStage:
 STAGES = (
     ReleaseStage("clip", "clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
     ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999", "0.9995"), 48000,
-                 "text decoder: CLIP text embedding -> 28x28", shipped_ema="0.999"),
+                 "text decoder: CLIP text embedding -> 28x28", shipped_ema="0.999", guidance_scale=1.6),
     ReleaseStage("decoder_image", "decoder", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
     ReleaseStage("prior", "prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
     ReleaseStage("decoder_14px", "decoder", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
@@ -81,9 +86,10 @@ STAGES = (
 
 # What is judged: each pipeline's decoder_quality.py flags (paths relative to the work folder) and guidance scales.
 # The text decoder ships one of its longer EMAs (0.999; BENCHMARKS.md, fifteenth session); its main EMA (0.995)
-# and the other one are judged beside it. A pipeline whose files a run lacks is left out.
+# and the other one are judged beside it. It samples at 1.6 by default (its frontier point, sixteenth session), the
+# others at 2. A pipeline whose files a run lacks is left out.
 PIPELINES = {
-    "text decoder": (["--decoder_path", "decoder_ema0.999.pt"], [1.4, 1.5, 1.75, 2.0]),  # 2: the default (the notebook compares)
+    "text decoder": (["--decoder_path", "decoder_ema0.999.pt"], [1.4, 1.5, 1.6, 1.75, 2.0]),  # 1.6: its own (the notebook compares)
     "text decoder, main EMA 0.995 (not shipped)": (["--decoder_path", "decoder.pt"], [1.5]),
     "text decoder, EMA 0.9995 (not shipped)": (["--decoder_path", "decoder_ema0.9995.pt"], [1.5]),
     "prior -> image decoder": (["--prior_path", "prior.pt", "--decoder_path", "decoder_image.pt"], [2.0]),
@@ -143,7 +149,8 @@ def judge(files: WorkFiles, outputs: Path, per_class: int, judge_path: Path) -> 
         judged = [files("clip.pt"), *(p for p in paths if isinstance(p, Path))]
         if not all(p.exists() for p in judged):
             continue
-        if not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged):
+        if (not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged)
+                or {row["guidance_scale"] for row in json.loads(result_path.read_text())["results"]} != set(scales)):
             run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(files("clip.pt")), *map(str, paths),
                  "--judge_path", str(judge_path), "--per_class", str(per_class), "--guidance_scales", *map(str, scales),
                  "--name", name, "--folder", str(outputs / "quality")])
@@ -165,7 +172,7 @@ def ship(files: WorkFiles, out_dir: Path, judge_path: Path) -> list[Path]:
                     shutil.copyfile(shipped, out_dir / shipped.name)
             written.append(weights)
             continue
-        written.append(export_weights(files.work / shipped_file(stage), weights))
+        written.append(export_weights(files.work / shipped_file(stage), weights, stage.extra_fields()))
         metrics = json.loads(checkpoint.with_suffix(".json").read_text())
         history = load_checkpoint(checkpoint, stage.kind)["training"]["history"]
         metrics["loss_curve"] = {key: thinned(history[key]) for key in ("loss", "loss_low_noise") if key in history}
@@ -207,6 +214,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
         rate = m.get("train_samples_per_second", m.get("train_images_per_second"))
         what = stage.what + (" (kept from the previous release)" if stage.name in args.keep else "")
         what += f"; EMA {stage.shipped_ema}" if stage.shipped_ema else ""
+        what += f"; samples at guidance {stage.guidance_scale:g} by default" if stage.guidance_scale is not None else ""
         lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {what} | {steps} | {m['config']['batch_size']} | "
                      f"{m['train_seconds'] / 60:.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
     lines += ["", f"CLIP zero-shot accuracy on the held-out images: {clip['zero_shot_word']:.1%} with word prompts (\"six\"), "
@@ -290,15 +298,15 @@ def sample_sheet(weights_dir: Path, path: Path, per_pipeline: int = 8) -> Path:
                            augmentation_level=0.1, superres_steps=SamplingOptions.steps)
     words = [names[0] for names in load_dataset(json.loads((weights_dir / "clip.json").read_text())["dataset"]).captions.names]
     text = conditioner.text([w for w in words for _ in range(per_pipeline)])
-    sampling = SamplingOptions(seed=0)
-    blocks = [load("decoder").generate(text, sampling),
+    sampling, text_decoder = SamplingOptions(seed=0), load("decoder")
+    blocks = [text_decoder.generate(text, replace(sampling, guidance_scale=text_decoder.guidance_scale)),  # at its own guidance
               load("decoder_image").generate(Conditioning(prior.sample(text, replace(PRIOR_SAMPLING, seed=0))), sampling),
               cascade.generate(text, sampling)]  # 3 x [10 * per_pipeline, 1, 28, 28]
     gap = torch.full((1, *blocks[0].shape[1:]), -0.7)  # a dark grey tile between the pipelines
     rows = torch.cat([tile for i in range(len(words)) for b, block in enumerate(blocks)
                       for tile in ([gap] if b else []) + [block[i * per_pipeline : (i + 1) * per_pipeline]]])
     title = (f"release models, {per_pipeline} samples each: text decoder | prompt -> prior -> image decoder | 14x14 base -> super-resolution "
-             f"(DPM-Solver++ {sampling.steps} steps, guidance {sampling.guidance_scale:g})")
+             f"(DPM-Solver++ {sampling.steps} steps, guidance {text_decoder.guidance_scale:g} | {sampling.guidance_scale:g} | {sampling.guidance_scale:g})")
     return save_grid(rows, path, nrow=3 * per_pipeline + 2, row_labels=[f'"{w}"' for w in words], title=title, scale=0.7)
 
 

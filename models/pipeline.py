@@ -10,6 +10,7 @@ against the CLIP it was trained on. The decoder lives here; the prior
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -19,7 +20,7 @@ import torch
 from dataloading.character_tokenizer import CharTokenizer
 from models.clip import TinyCLIP
 from models.diffusion import NoiseSchedule, ScheduleConfig
-from models.samplers import Denoiser, SamplingOptions, StepCallback, sample
+from models.samplers import DEFAULT_GUIDANCE_SCALE, Denoiser, SamplingOptions, StepCallback, sample
 from models.conditioning import Conditioning
 from models.pixel_space import LOGIT_DELTA, PixelSpace
 from models.unet import UNet, UNetConfig
@@ -101,6 +102,16 @@ class DecoderConfig:
                    d.get("pixel_space", "linear"), d.get("logit_delta", LOGIT_DELTA))
 
 
+def recommended_guidance(data: dict, path: str, default: float) -> float:
+    """The guidance scale a checkpoint's ``sampling`` field names (``release.py`` writes the one its model card chose
+    for the shipped text decoder), or ``default`` when it names none (every checkpoint a trainer writes)."""
+    sampling = data.get("sampling", {})
+    value = sampling.get("guidance_scale", default) if isinstance(sampling, dict) else sampling
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UserError(f"checkpoint {path} names no usable guidance scale in its 'sampling' field ({value!r})")
+    return float(value)
+
+
 def default_checkpoint_name(stage: str, condition: str = "text", resolution: int = 0) -> str:
     """Where ``unclip_train.py`` writes a stage by default and ``generate_images.py`` looks for it:
     decoder, decoder_image, decoder_14px, decoder_image_14px, superres, superres_image or prior."""
@@ -114,11 +125,14 @@ class DiffusionBundle:
 
     kind: str  # the checkpoint kind, set by each subclass
     config_class: type
+    default_guidance_scale: float = DEFAULT_GUIDANCE_SCALE
 
-    def __init__(self, config, model: torch.nn.Module | None = None) -> None:
+    def __init__(self, config, model: torch.nn.Module | None = None, guidance_scale: float | None = None) -> None:
         self.config = config
         self.model = model if model is not None else self.build(config)
         self.schedule = NoiseSchedule(config.schedule)
+        # what it samples at unless told: the scale its file names (a release writes its model card's choice), else the default
+        self.guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
 
     @staticmethod
     def build(config) -> torch.nn.Module:
@@ -133,6 +147,7 @@ class DiffusionBundle:
             bundle.model.load_state_dict(data["ema"])  # sample with the EMA weights
         except (KeyError, TypeError, RuntimeError) as err:
             raise UserError(f"checkpoint {path} is a damaged {cls.kind} checkpoint ({type(err).__name__})") from None
+        bundle.guidance_scale = recommended_guidance(data, path, cls.default_guidance_scale)
         bundle.model.to(device).eval().requires_grad_(False)
         if clip is not None:
             bundle.check_clip(clip, path)

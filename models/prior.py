@@ -139,6 +139,7 @@ class Prior(DiffusionBundle):
 
     kind = "prior"
     config_class = PriorBundleConfig
+    default_guidance_scale = PRIOR_SAMPLING.guidance_scale
 
     @staticmethod
     def build(config: PriorBundleConfig) -> nn.Module:

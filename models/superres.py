@@ -67,6 +67,7 @@ class SuperResolution(Decoder):
     """The cascade's second stage: CLIP conditioning + a low-res image -> a full-size image (Imagen)."""
 
     kind = "superres"
+    default_guidance_scale = SUPERRES_SAMPLING.guidance_scale
 
     def upscale(self, low_res: torch.Tensor, cond: Conditioning, augmentation_level: float = 0.1,
                 sampling: SamplingOptions = SUPERRES_SAMPLING, **generate_options) -> torch.Tensor:
@@ -108,6 +109,11 @@ class Cascade:
         require(base.config.condition == superres.config.condition, f"{base_path} is conditioned on CLIP {base.config.condition} embeddings, "
                                                                     f"{superres_path} on {superres.config.condition} embeddings")
         return cls(base, superres, **options)
+
+    @property
+    def guidance_scale(self) -> float:
+        """The base decoder's own guidance scale (models.pipeline.recommended_guidance)."""
+        return self.base.guidance_scale
 
     def generate(self, cond: Conditioning, sampling: SamplingOptions = SamplingOptions(), chunk_size: int = 256,
                  callback: StepCallback | None = None, progress: Callable | None = None, shared_noise: bool = False) -> torch.Tensor:

@@ -43,3 +43,12 @@ def test_keep_takes_shipped_stages_with_their_clip(keep, message, capsys, monkey
     with pytest.raises(SystemExit) as exit_:
         release.main()
     assert_one_line_error(capsys, exit_.value.code, message)
+
+
+def test_the_text_decoder_ships_the_guidance_its_card_judges():
+    """The scale written into the shipped text decoder (generate_images.py's default for it) is one the release judges,
+    so the notebook finds its row in quality.json; the other stages name none and sample at the default."""
+    stages = {stage.name: stage for stage in release.STAGES}
+    scale = stages["decoder"].guidance_scale
+    assert stages["decoder"].extra_fields() == {"sampling": {"guidance_scale": scale}} and scale in release.PIPELINES["text decoder"][1]
+    assert all(stage.extra_fields() is None for name, stage in stages.items() if name != "decoder")

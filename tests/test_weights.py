@@ -143,3 +143,26 @@ def test_your_clip_with_a_shipped_stage_says_how_to_fix_it(shipped, tmp_path, mo
     checkpoints.save_checkpoint(tmp_path / "checkpoints" / "clip.pt", "clip", {k: v for k, v in mine.items() if k not in ("kind", "format_version")})
     code = run_cli(generate_images.main, ["--prompt", "six", "--num_samples", 2, "--steps", 2, "--output", tmp_path / "grid.png"])
     assert_one_line_error(capsys, code, "give --clip_model_path")
+
+
+def test_a_file_can_name_the_guidance_it_samples_at(tiny_clip_path, tiny_decoder_path, shipped, tmp_path, capsys):
+    """A release writes its model card's guidance into the text decoder's weights; generate_images.py samples at it unless
+    --guidance_scale says otherwise. Files that name none (every training checkpoint) keep the default; a bad value is one line."""
+    from models.prior import PRIOR_SAMPLING
+    from models.samplers import DEFAULT_GUIDANCE_SCALE
+    named = export_weights(tiny_decoder_path, tmp_path / "decoder.safetensors", {"sampling": {"guidance_scale": 1.6}})
+    assert Decoder.load(str(named)).guidance_scale == 1.6
+    assert Decoder.load(str(tiny_decoder_path)).guidance_scale == Decoder.load(str(shipped["decoder"])).guidance_scale == DEFAULT_GUIDANCE_SCALE
+    assert Prior.load(str(shipped["prior"])).guidance_scale == PRIOR_SAMPLING.guidance_scale
+    common = ["--clip_model_path", tiny_clip_path, "--decoder_path", named, "--prompt", "six", "--num_samples", 2, "--steps", 2, "--npz", tmp_path / "a.npz"]
+    assert run_cli(generate_images.main, common + ["--output", tmp_path / "own.png"]) == 0
+    assert "guidance 1.6: the one the decoder's file names" in capsys.readouterr().out
+    assert run_cli(generate_images.main, common + ["--output", tmp_path / "explicit.png", "--guidance_scale", "1.6", "--npz", tmp_path / "b.npz"]) == 0
+    assert "the decoder's file names" not in capsys.readouterr().out
+    assert np.array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])  # the same scale, the same images
+
+    def bad_scale(tensors, tree):
+        tree["sampling"]["guidance_scale"] = "lots"
+    with pytest.raises(UserError, match="names no usable guidance scale") as error:
+        Decoder.load(str(tampered(named, tmp_path, bad_scale)))
+    assert "\n" not in str(error.value)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from models.conditioning import Conditioning
 from models.pipeline import ClipConditioner, Decoder
 from models.prior import PRIOR_SAMPLING, Prior
-from models.samplers import DEFAULT_GUIDANCE_SCALE, SAMPLERS, SamplingOptions
+from models.samplers import SAMPLERS, SamplingOptions
 from models.superres import Cascade
 from utils.errors import UserError
 from utils.plotting import grid_figure
@@ -39,10 +39,17 @@ class DemoPanel:
             cond = Conditioning(prior.sample(cond, replace(PRIOR_SAMPLING, seed=sampling.seed)))
         return chosen.generate(cond, sampling, callback=callback)
 
-    def draw(self, prompt: str, pipeline: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, steps: int = 20,
+    def own_guidance(self, pipeline: str) -> float:
+        """The guidance scale the pipeline's decoder samples at unless told (its file's, else the default)."""
+        chosen = self.pipelines[pipeline]
+        return (chosen[1] if isinstance(chosen, tuple) else chosen).guidance_scale
+
+    def draw(self, prompt: str, pipeline: str | None = None, guidance_scale: float | None = None, steps: int = 20,
              sampler: str = "dpmpp_2m", seed: int = 0) -> tuple[Figure, Figure]:
-        """The grid of samples, and the first sample's x_t / x0 prediction at (up to) eight of the sampler's steps."""
+        """The grid of samples, and the first sample's x_t / x0 prediction at (up to) eight of the sampler's steps;
+        ``guidance_scale`` None: the pipeline's own."""
         pipeline = pipeline or next(iter(self.pipelines))
+        guidance_scale = self.own_guidance(pipeline) if guidance_scale is None else guidance_scale
         trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
         def record(t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
@@ -67,7 +74,8 @@ class DemoPanel:
 
         prompt = widgets.Text(value="six", description="prompt")
         pipeline = widgets.Dropdown(options=list(self.pipelines), description="pipeline")
-        guidance = widgets.FloatSlider(value=DEFAULT_GUIDANCE_SCALE, min=1.0, max=5.0, step=0.25, description="guidance")
+        guidance = widgets.FloatSlider(value=self.own_guidance(pipeline.value), min=1.0, max=5.0, step=0.1, description="guidance")
+        pipeline.observe(lambda change: setattr(guidance, "value", self.own_guidance(change["new"])), names="value")  # each its own scale
         steps = widgets.IntSlider(value=20, min=2, max=100, description="steps")
         sampler = widgets.Dropdown(options=list(SAMPLERS), value="dpmpp_2m", description="sampler")
         seed = widgets.IntText(value=0, description="seed")

@@ -120,11 +120,12 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...], map_location:
     return data
 
 
-def export_weights(checkpoint_path: str | Path, weights_path: str | Path) -> Path:
-    """A training checkpoint as shareable weights: the same fields less the training state (optimizer, RNGs, history)."""
+def export_weights(checkpoint_path: str | Path, weights_path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """A training checkpoint as shareable weights: the same fields less the training state (optimizer, RNGs, history),
+    plus ``extra`` fields (e.g. ``{"sampling": {"guidance_scale": 1.6}}``, the scale the weights sample at by default)."""
     data = load_checkpoint(checkpoint_path, KINDS)
     payload = {k: v for k, v in data.items() if k not in ("kind", "format_version", "training")}
-    return save_checkpoint(weights_path, data["kind"], payload)
+    return save_checkpoint(weights_path, data["kind"], {**payload, **(extra or {})})
 
 
 def default_weights(name: str) -> Path:
