@@ -59,7 +59,7 @@ class GenerateConfig:
     steps: int = option(SamplingOptions.steps, "sampler steps (DDPM's original: 1000)")
     spacing: str = option(SamplingOptions.spacing, "how the steps are spread over t (quadratic: crowded towards t = 0)", choices=list(SPACINGS))
     guidance_scale: float | None = option(None, "classifier-free guidance scale of the decoder (1: no guidance; default: the decoder's own, which "
-                                                f"a release writes into its weights, 1.6 for the shipped text decoder; else {DEFAULT_GUIDANCE_SCALE:g})")
+                                                f"a release writes into its weights, 1.5 for the shipped text decoder; else {DEFAULT_GUIDANCE_SCALE:g})")
     guidance_from_t: int = option(SamplingOptions.guidance_from_t, "guide the decoder only at timesteps t >= this (0..999), the conditional "
                                                                     "output alone below it: a guidance interval (Kynkaanniemi et al. 2024)")
     prior_guidance_scale: float = option(PRIOR_SAMPLING.guidance_scale, "classifier-free guidance scale of the prior")
