@@ -7,10 +7,11 @@
 Training: samples/s of the real trainers' steps (training.clip_trainer.ClipRun.step,
 training.diffusion_trainer.DiffusionRun.train_step: forward, backward, AdamW, EMA) for
 CLIP, the decoder, the prior and super-resolution, after warm-up steps, with the decoder
-also under torch.compile at the gpu preset and at larger batches; beside each diffusion figure,
-the host's milliseconds per batch (draw and conditioning) and the FLOPs done per second
-(torch.utils.flop_counter). On CUDA, a torch.profiler view of the decoder's step (device-busy
-time against wall time) and each figure's peak memory. Generation: seconds for 64 and 1,000
+also under torch.compile at the gpu preset, at larger batches and in --compile_modes (CUDA graphs:
+reduce-overhead); beside each diffusion figure, the host's milliseconds per batch (draw and
+conditioning) and the FLOPs done per second (torch.utils.flop_counter). On CUDA, a torch.profiler
+view of the decoder's step, eager and compiled (kernel time against wall time, and the host's time
+in each phase of the step) and each figure's peak memory. Generation: seconds for 64 and 1,000
 images from the shipped decoder (20 DPM-Solver++ steps with guidance).
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from models.samplers import SamplingOptions
 from training.clip_trainer import ClipRun, ClipTrainingConfig
 from training.diffusion_trainer import DiffusionRun
 from training.presets import GPU_PRESET
-from training.unclip_configs import STAGE_CONFIGS
+from training.unclip_configs import COMPILE_MODES, STAGE_CONFIGS
 from utils.checkpoints import PRETRAINED_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,20 +105,20 @@ def gflop_per_sample(run: DiffusionRun) -> float:
 
 
 def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: int, steps: int, compile: bool,
-                    batch_size: int | None = None) -> dict:
+                    batch_size: int | None = None, compile_mode: str = "default") -> dict:
     config_class = STAGE_CONFIGS[stage]
     values = {**preset_values(stage, preset), **({"batch_size": batch_size} if batch_size else {})}
-    config = config_class(clip_model_path=str(SHIPPED_CLIP), device=device, compile=compile, save_path=str(folder / f"{stage}.pt"),
-                          output_dir=str(folder / stage), **values)
+    config = config_class(clip_model_path=str(SHIPPED_CLIP), device=device, compile=compile, compile_mode=compile_mode,
+                          save_path=str(folder / f"{stage}.pt"), output_dir=str(folder / stage), **values)
     run = DiffusionRun(config, log=lambda message: None)
-    forward = torch.compile(run.model) if compile else run.model
+    forward = run.compiled_forward()
     run.model.train()
 
     def step() -> None:
         run.train_step(*next_batch(run), forward)
     seconds = timed_steps(step, warmup + (3 if compile else 0), steps, run.device)
     gflop = gflop_per_sample(run)
-    return {"batch_size": config.batch_size, "channels": getattr(config, "channels", None), "seconds_per_step": seconds,
+    return {"batch_size": config.batch_size, "channels": getattr(config, "channels", None), "seconds_per_step": seconds, "compile_mode": compile_mode,
             "host_ms_per_batch": round(host_batch_ms(run), 2), "gflop_per_sample": round(gflop, 3),
             "tflop_per_second": round(gflop * config.batch_size / seconds / 1000, 2)}
 
@@ -203,6 +204,8 @@ def main() -> None:
     parser.add_argument("--generate", nargs="*", type=int, default=[64, 1000], help="image counts to time generation for (none: skip)")
     parser.add_argument("--decoder_batches", nargs="*", type=int, default=[512, 1024],
                         help="also time the decoder at the gpu preset at these batch sizes (eager, and compiled where --compile)")
+    parser.add_argument("--compile_modes", nargs="*", default=["reduce-overhead"], choices=list(COMPILE_MODES[1:]),
+                        help="also time the compiled decoder at the gpu preset in these torch.compile modes (with --compile)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None, help="profile decoder steps (default: on CUDA)")
     parser.add_argument("--time_to_quality", action="store_true")
     parser.add_argument("--name", default="gpu")
@@ -215,29 +218,30 @@ def main() -> None:
     compile_too = args.compile if args.compile is not None else device.type == "cuda"
     rows = []
     with tempfile.TemporaryDirectory() as folder:
+        def measure(stage: str, preset: str, compiled: bool, batch_size: int | None = None, mode: str = "default") -> None:
+            """One row of the table: a trainer's samples/s (and, for a diffusion stage, FLOP/s and host time), printed."""
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            if stage == "clip":
+                row = clip_speed(preset, str(device), Path(folder), args.warmup, args.steps)
+            else:
+                row = diffusion_speed(stage, preset, str(device), Path(folder), args.warmup, args.steps, compiled, batch_size, mode)
+            row.update(stage=stage, preset=preset, compiled=compiled, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
+                       peak_memory_mb=peak_memory_mb(device))
+            rows.append(row)
+            print_row(row)
+
         for preset in presets:
             for stage in args.stages:
                 for compiled in ([False, True] if compile_too and stage == "decoder" and preset == "gpu" else [False]):
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    if stage == "clip":
-                        row = clip_speed(preset, str(device), Path(folder), args.warmup, args.steps)
-                    else:
-                        row = diffusion_speed(stage, preset, str(device), Path(folder), args.warmup, args.steps, compiled)
-                    row.update(stage=stage, preset=preset, compiled=compiled, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
-                               peak_memory_mb=peak_memory_mb(device))
-                    rows.append(row)
-                    print_row(row)
+                    measure(stage, preset, compiled)
         if "gpu" in presets and "decoder" in args.stages:
             for batch_size in args.decoder_batches:
                 for compiled in [False, True] if compile_too else [False]:
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    row = diffusion_speed("decoder", "gpu", str(device), Path(folder), args.warmup, args.steps, compiled, batch_size)
-                    row.update(stage="decoder", preset="gpu", compiled=compiled, samples_per_second=round(row["batch_size"] / row["seconds_per_step"], 1),
-                               peak_memory_mb=peak_memory_mb(device))
-                    rows.append(row)
-                    print_row(row)
+                    measure("decoder", "gpu", compiled, batch_size)
+            for mode in args.compile_modes if compile_too else []:  # e.g. CUDA graphs, at the preset's batch and the largest
+                for batch_size in [GPU_PRESET["decoder"]["batch_size"], *args.decoder_batches[-1:]]:
+                    measure("decoder", "gpu", True, batch_size, mode)
         profiled = []
         if args.profile if args.profile is not None else device.type == "cuda":
             for compiled in [False, True] if compile_too else [False]:
@@ -254,7 +258,7 @@ def main() -> None:
 
 
 def print_row(row: dict) -> None:
-    compiled = "compiled" if row["compiled"] else "eager   "
+    compiled = ("compiled" + ("" if row.get("compile_mode", "default") == "default" else f" ({row['compile_mode']})")) if row["compiled"] else "eager   "
     extra = f"  host {row['host_ms_per_batch']:.1f} ms/batch  {row['tflop_per_second']:.1f} TFLOP/s" if "host_ms_per_batch" in row else ""
     memory = f"  peak {row['peak_memory_mb']:,.0f} MB" if row["peak_memory_mb"] else ""
     print(f"{row['stage']:9s} preset {row['preset']}  {compiled}  batch {row['batch_size']:5d}  {row['samples_per_second']:10,.0f} samples/s"

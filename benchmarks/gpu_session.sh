@@ -23,11 +23,11 @@ if [ "$PHASE" = speed ]; then
   clock "tests"
   timeout 170 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -30 > "$OUT/gpu_tests.txt"; cat "$OUT/gpu_tests.txt"
   clock "speed"
-  timeout 290 $PY benchmarks/gpu.py --name gpu_speed 2>&1 | grep -v "it/s\|step/s\|USDT" > "$OUT/gpu_speed.txt"; cat "$OUT/gpu_speed.txt"
+  timeout 330 $PY benchmarks/gpu.py --name gpu_speed 2>&1 | grep -v "it/s\|step/s\|USDT" > "$OUT/gpu_speed.txt"; cat "$OUT/gpu_speed.txt"
   cp outputs/benchmarks/gpu_speed.json "$OUT/" 2>/dev/null
   clock "smoke"
   S=outputs/gpu_smoke
-  timeout 120 sh -c "$PY clip_train.py --preset gpu --epochs 2 --save_path $S/clip.pt --output_dir $S/clip && \
+  timeout 100 sh -c "$PY clip_train.py --preset gpu --epochs 2 --save_path $S/clip.pt --output_dir $S/clip && \
     $PY unclip_train.py --preset gpu --steps 60 --sample_every 30 --save_every 30 --clip_model_path $S/clip.pt --save_path $S/decoder.pt --output_dir $S/decoder && \
     $PY unclip_train.py --preset gpu --steps 90 --resume --clip_model_path $S/clip.pt --save_path $S/decoder.pt --output_dir $S/decoder" 2>&1 \
     | grep -v "it/s\]$" | tail -40 > "$OUT/smoke.txt"; echo "smoke exit $?" >> "$OUT/smoke.txt"; cat "$OUT/smoke.txt"

@@ -70,3 +70,18 @@ def test_the_speed_benchmark_profiles_each_phase_of_a_decoder_step(tmp_path):
     assert set(row["host_ms_per_phase"]) == set(gpu.PHASES) and all(ms > 0 for ms in row["host_ms_per_phase"].values())
     assert row["wall_ms_per_step"] > sum(row["host_ms_per_phase"].values()) * 0.5 and row["device_busy_ms_per_step"] == 0  # no GPU here
     assert "aten::convolution" in row["table"]
+
+
+def test_the_compile_mode_reaches_torch_compile(tiny_clip_path, tmp_path, monkeypatch):
+    """--compile_mode reduce-overhead (CUDA graphs) is passed to torch.compile; without --compile the network runs as it is."""
+    import torch
+    from training.diffusion_trainer import DiffusionRun
+    from training.unclip_configs import DecoderTrainingConfig
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    common = dict(clip_model_path=str(tiny_clip_path), device="cpu", train_subset=200, batch_size=8, channels="8,16",
+                  save_path=str(tmp_path / "d.pt"), output_dir=str(tmp_path / "o"))
+    run = DiffusionRun(DecoderTrainingConfig(compile=True, compile_mode="reduce-overhead", **common), log=lambda message: None)
+    assert run.compiled_forward() is run.model and modes == ["reduce-overhead"]
+    eager = DiffusionRun(DecoderTrainingConfig(compile=False, compile_mode="reduce-overhead", **common), log=lambda message: None)
+    assert eager.compiled_forward() is eager.model and modes == ["reduce-overhead"]  # not compiled: the mode is not used

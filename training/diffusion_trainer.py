@@ -146,6 +146,10 @@ class DiffusionRun:
         """What sampling loads from a checkpoint: the model config and one EMA's weights."""
         return {"config": self.stage.bundle.config.to_dict(), "ema": ema.model.state_dict()}
 
+    def compiled_forward(self) -> Callable:
+        """The network as train_step calls it: under torch.compile (in --compile_mode) where --compile is on, else as it is."""
+        return torch.compile(self.model, mode=self.config.compile_mode) if self.compile else self.model
+
     def train_step(self, images: torch.Tensor, texts: list[str], indices: torch.Tensor, forward: Callable) -> None:
         """One optimizer step on one global batch (DDPM Algorithm 1)."""
         for group in self.optimizer.param_groups:
@@ -203,7 +207,7 @@ class DiffusionRun:
         config = self.config
         require(self.progress < 1, f"{config.save_path} has already trained {self.step} steps in {self.seconds / 60:.1f} min; "
                                    "raise --steps or --max_minutes to train more")
-        forward = torch.compile(self.model) if self.compile else self.model
+        forward = self.compiled_forward()
         ranks = f" in each of {self.dist.world_size} processes (torchrun), {config.batch_size // self.dist.world_size} samples each" if self.dist.enabled else ""
         self.log(f"{self.stage.description}; on {self.device}{ranks}; {len(self.train_set)} training images"
                  + ("; torch.compile on (its first step is not counted in --max_minutes)" if self.compile else ""))

@@ -28,6 +28,8 @@ from utils.config import option, override
 from utils.errors import require
 from utils.files import check_output_file, check_output_folder
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")  # torch.compile's modes
+
 
 @dataclass
 class DiffusionTrainingConfig:
@@ -68,6 +70,8 @@ class DiffusionTrainingConfig:
     preset: str = preset_option()
     compile: bool | None = option(None, "torch.compile the network (default: on CUDA only, where it pays; its first step is not "
                                         "counted in --max_minutes)")
+    compile_mode: str = option("default", "torch.compile's mode: reduce-overhead replays the network's kernels as one CUDA graph "
+                                          "(for steps bound by launching kernels, not by running them)", choices=list(COMPILE_MODES))
     save_path: str | None = option(None, "checkpoint path, metrics beside it as .json (default: checkpoints/<stage name>.pt, e.g. "
                                          "decoder, decoder_image, decoder_14px, superres, prior)")
     output_dir: str | None = option(None, "folder for sample grids and plots (default: outputs/<checkpoint name>)")
