@@ -166,3 +166,16 @@ def test_a_file_can_name_the_guidance_it_samples_at(tiny_clip_path, tiny_decoder
     with pytest.raises(UserError, match="names no usable guidance scale") as error:
         Decoder.load(str(tampered(named, tmp_path, bad_scale)))
     assert "\n" not in str(error.value)
+
+
+def test_checkpoints_are_written_readable_like_any_file(tmp_path):
+    """Written through a private temporary file and renamed into place, a checkpoint still gets the umask's mode (0644 under
+    022), not mkstemp's 0600: shipped weights and checkpoints stay readable by the other users of a shared machine."""
+    import os
+    previous = os.umask(0o022)
+    try:
+        for name in ("c.pt", "c.safetensors"):
+            path = checkpoints.save_checkpoint(tmp_path / name, "judge", {"model": {"w": torch.zeros(2)}})
+            assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(previous)
