@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[DEFAULT_GUIDANCE_SCALE])
     parser.add_argument("--thresholding", default=SamplingOptions.thresholding)
     parser.add_argument("--per_class", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1, help="the sampler's seed: another seed judges fresh images (e.g. a model chosen on seed 1's figures)")
     parser.add_argument("--forms", nargs="+", default=None, help="prompt forms (default: every name form, e.g. word numeral)")
     parser.add_argument("--name", default=None, help="result file name (default: from sampler and steps)")
     parser.add_argument("--folder", default="outputs/benchmarks", help="where the result file goes")
@@ -87,8 +88,8 @@ def main() -> None:
             start = time.perf_counter()
             cond = conditioner.text(prompts)
             if prior is not None:
-                cond = Conditioning(prior.sample(cond, replace(PRIOR_SAMPLING, guidance_scale=args.prior_guidance_scale, seed=1)))
-            images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=1, spacing=args.spacing))
+                cond = Conditioning(prior.sample(cond, replace(PRIOR_SAMPLING, guidance_scale=args.prior_guidance_scale, seed=args.seed)))
+            images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=args.seed, spacing=args.spacing))
             seconds = time.perf_counter() - start
             result = reference.evaluate(images, labels)
             result.update(guidance_scale=scale, form=form, seconds=round(seconds, 1), frechet_ratio=result["frechet"] / reference.real["frechet"],
