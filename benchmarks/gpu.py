@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import common  # noqa: F401
 import torch
@@ -104,15 +105,22 @@ def gflop_per_sample(run: DiffusionRun) -> float:
     return counter.get_total_flops() / len(images) / 1e9
 
 
+def benchmark_run(stage: str, preset: str, device: str, folder: Path, compile: bool, batch_size: int | None = None,
+                  compile_mode: str = "default") -> tuple[DiffusionRun, Callable]:
+    """A training run of ``stage`` at ``preset`` (its batch replaced by ``batch_size``) on the shipped CLIP, in training
+    mode, and the network as its steps call it (compiled or not)."""
+    values = {**preset_values(stage, preset), **({"batch_size": batch_size} if batch_size else {})}
+    config = STAGE_CONFIGS[stage](clip_model_path=str(SHIPPED_CLIP), device=device, compile=compile, compile_mode=compile_mode,
+                                  save_path=str(folder / f"{stage}.pt"), output_dir=str(folder / stage), **values)
+    run = DiffusionRun(config, log=lambda message: None)
+    run.model.train()
+    return run, run.compiled_forward()
+
+
 def diffusion_speed(stage: str, preset: str, device: str, folder: Path, warmup: int, steps: int, compile: bool,
                     batch_size: int | None = None, compile_mode: str = "default") -> dict:
-    config_class = STAGE_CONFIGS[stage]
-    values = {**preset_values(stage, preset), **({"batch_size": batch_size} if batch_size else {})}
-    config = config_class(clip_model_path=str(SHIPPED_CLIP), device=device, compile=compile, compile_mode=compile_mode,
-                          save_path=str(folder / f"{stage}.pt"), output_dir=str(folder / stage), **values)
-    run = DiffusionRun(config, log=lambda message: None)
-    forward = run.compiled_forward()
-    run.model.train()
+    run, forward = benchmark_run(stage, preset, device, folder, compile, batch_size, compile_mode)
+    config = run.config
 
     def step() -> None:
         run.train_step(*next_batch(run), forward)
@@ -131,11 +139,7 @@ def profile_decoder_step(device: str, folder: Path, compile: bool, steps: int = 
     the host's time in each phase of the step, and the top operators."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    config = STAGE_CONFIGS["decoder"](clip_model_path=str(SHIPPED_CLIP), device=device, save_path=str(folder / "p.pt"),
-                                      output_dir=str(folder / "p"), **{**preset_values("decoder", "gpu"), **({"batch_size": batch_size} if batch_size else {})})
-    run = DiffusionRun(config, log=lambda message: None)
-    forward = torch.compile(run.model) if compile else run.model
-    run.model.train()
+    run, forward = benchmark_run("decoder", "gpu", device, folder, compile, batch_size)
     for _ in range(5 if compile else 3):
         run.train_step(*next_batch(run), forward)
     synchronize(run.device)

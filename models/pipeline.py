@@ -142,12 +142,12 @@ class DiffusionBundle:
     def load(cls, path: str, device: torch.device | str = "cpu", clip: TinyCLIP | None = None):
         """The EMA weights of the checkpoint at ``path``; with ``clip``, refused unless it was trained on that CLIP."""
         data = load_checkpoint(path, cls.kind)
+        guidance_scale = recommended_guidance(data, path, cls.default_guidance_scale)
         try:
-            bundle = cls(cls.config_class.from_dict(data["config"]))
+            bundle = cls(cls.config_class.from_dict(data["config"]), guidance_scale=guidance_scale)
             bundle.model.load_state_dict(data["ema"])  # sample with the EMA weights
         except (KeyError, TypeError, RuntimeError) as err:
             raise UserError(f"checkpoint {path} is a damaged {cls.kind} checkpoint ({type(err).__name__})") from None
-        bundle.guidance_scale = recommended_guidance(data, path, cls.default_guidance_scale)
         bundle.model.to(device).eval().requires_grad_(False)
         if clip is not None:
             bundle.check_clip(clip, path)
