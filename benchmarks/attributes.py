@@ -2,8 +2,10 @@
 
     python benchmarks/attributes.py --clip_model_path checkpoints/style/clip.pt --decoder_path checkpoints/style/decoder.pt
     python benchmarks/attributes.py ... --prior_path checkpoints/style/prior.pt --image_decoder_path checkpoints/style/decoder_image.pt
+    python benchmarks/attributes.py ... --base_path checkpoints/style/decoder_14px.pt --superres_path checkpoints/style/superres.pt
 
-For every pipeline (the text decoder; with --prior_path also prompt -> prior -> image decoder), digit and attribute:
+For every pipeline (the text decoder; with --prior_path also prompt -> prior -> image decoder; with --superres_path
+also Imagen's cascade, a 14x14 text decoder and super-resolution), digit and attribute:
 
 * **adherence**: ``--per_prompt`` images for the low word and as many for the high word ("a thin six" / "a thick six",
   "a six slanted left" / "a six slanted right"), from the same starting noise, in the trained phrasing and in each
@@ -35,13 +37,14 @@ from models.conditioning import Conditioning
 from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
+from models.superres import Cascade
 from utils.images import to_uint8
 
 
 class Pipeline:
-    """prompts -> uint8 images [N, C, H, W], through a text decoder or prior -> image decoder, with fixed noise per position."""
+    """prompts -> uint8 images [N, C, H, W], through a text decoder, prior -> image decoder or cascade, with fixed noise per position."""
 
-    def __init__(self, clip, decoder: Decoder, prior: Prior | None, sampling: SamplingOptions) -> None:
+    def __init__(self, clip, decoder: Decoder | Cascade, prior: Prior | None, sampling: SamplingOptions) -> None:
         self.conditioner, self.decoder, self.prior, self.sampling = ClipConditioner(clip), decoder, prior, sampling
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
@@ -133,6 +136,9 @@ def main() -> None:
     parser.add_argument("--decoder_path", required=True, help="a text decoder trained with --captions style")
     parser.add_argument("--prior_path", default=None)
     parser.add_argument("--image_decoder_path", default=None, help="with --prior_path: the image-conditioned decoder")
+    parser.add_argument("--base_path", default=None, help="with --superres_path: the cascade's 14x14 text decoder")
+    parser.add_argument("--superres_path", default=None, help="the cascade's super-resolution model (14x14 + text -> 28x28)")
+    parser.add_argument("--augmentation_level", type=float, default=0.1, help="super-resolution conditioning augmentation at sampling")
     parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--per_prompt", type=int, default=20, help="images per prompt (each digit, attribute, word and phrasing)")
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
@@ -143,8 +149,8 @@ def main() -> None:
     add_device_argument(parser)
     args = parser.parse_args()
     device = use_device(args.device)
-    if args.per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path):
-        parser.error("--per_prompt must be at least 2, and --prior_path and --image_decoder_path go together")
+    if args.per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path) or bool(args.base_path) != bool(args.superres_path):
+        parser.error("--per_prompt must be at least 2; --prior_path and --image_decoder_path go together, and so do --base_path and --superres_path")
     clip = load_clip(args.clip_model_path, device)
     decoder = Decoder.load(args.decoder_path, device, clip=clip)
     splits = load_dataset(decoder.config.dataset)
@@ -154,6 +160,9 @@ def main() -> None:
     pipelines = {"text decoder": Pipeline(clip, decoder, None, sampling)}
     if args.prior_path:
         pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, device, clip=clip), Prior.load(args.prior_path, device, clip=clip), sampling)
+    if args.superres_path:
+        cascade = Cascade.load(args.base_path, args.superres_path, device, clip=clip, augmentation_level=args.augmentation_level, superres_steps=args.steps)
+        pipelines["cascade: 14x14 base -> super-resolution"] = Pipeline(clip, cascade, None, sampling)
     real = {a.name: tercile_shares(splits.terciles("test")[:, i]) for i, a in enumerate(style.attributes)}
     print("real held-out digits, tercile shares: " + "  ".join(f"{a} {' / '.join(f'{s:.2f}' for s in shares)}" for a, shares in real.items()))
     results = {}
@@ -163,7 +172,8 @@ def main() -> None:
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
         print_report(name, results[name])
     write_result(args.name, {"clip_model_path": args.clip_model_path, "decoder_path": args.decoder_path, "prior_path": args.prior_path,
-                             "image_decoder_path": args.image_decoder_path, "per_prompt": args.per_prompt, "guidance_scale": args.guidance_scale,
+                             "image_decoder_path": args.image_decoder_path,
+                             "base_path": args.base_path, "superres_path": args.superres_path, "per_prompt": args.per_prompt, "guidance_scale": args.guidance_scale,
                              "steps": args.steps, "guidance_from_t": args.guidance_from_t, "judge_test_accuracy": judge_accuracy, "real_terciles": real, "results": results}, folder=args.folder)
 
 

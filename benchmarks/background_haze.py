@@ -73,7 +73,7 @@ def main() -> None:
         snapped = images if threshold is None else torch.where(images < threshold, torch.full_like(images, -1.0), images)
         result = reference.evaluate(snapped, labels)
         rows.append({"snap_below": threshold, "accuracy": result["accuracy"], "frechet": result["frechet"],
-                     "frechet_ratio": result["frechet"] / reference.real["frechet"]})
+                     "frechet_ratio": reference.ratio(result["frechet"])})
         print(f"snap below {threshold if threshold is not None else 'none':>5}: accuracy {result['accuracy']:.4f}  "
               f"Frechet {result['frechet']:.3f} = {rows[-1]['frechet_ratio']:.2f}x real")
 
@@ -84,7 +84,7 @@ def main() -> None:
     for t in [0, *args.renoise_timesteps]:
         images = real_images if t == 0 else renoise_and_denoise(decoder, real_cond, real_images, t, args.guidance_scale)
         result = reference.evaluate(images, real_labels)
-        renoised.append({"timestep": t, "accuracy": result["accuracy"], "frechet_ratio": result["frechet"] / reference.real["frechet"],
+        renoised.append({"timestep": t, "accuracy": result["accuracy"], "frechet_ratio": reference.ratio(result["frechet"]),
                          "pixel_shares": pixel_shares(images)})
         print(f"held-out digits re-noised to t = {t:3d} and denoised: accuracy {result['accuracy']:.4f}  Frechet {renoised[-1]['frechet_ratio']:.2f}x real  "
               f"haze band {renoised[-1]['pixel_shares']['haze']:.3f}")

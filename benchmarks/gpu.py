@@ -185,7 +185,7 @@ def time_to_quality(folder: Path, device: str) -> dict:
                          "--save_path", str(folder / "decoder.pt"), "--output_dir", str(folder / "decoder")],
         "decoder_quality": ["benchmarks/decoder_quality.py", "--device", device, "--clip_model_path", str(folder / "clip.pt"),
                             "--decoder_path", str(folder / "decoder.pt"), "--name", "gpu_time_to_quality_samples",
-                            "--guidance_scales", *TIME_TO_QUALITY_GUIDANCE],
+                            "--guidance_scales", *TIME_TO_QUALITY_GUIDANCE, "--forms", "word"],  # three sampler seeds each
     }
     for name, command in commands.items():
         print("$ python " + " ".join(command), flush=True)

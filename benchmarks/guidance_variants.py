@@ -132,7 +132,7 @@ def main() -> None:
         drawn = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps, spacing=args.spacing), generator)
         images = decoder.pixel_space.decode(drawn.clamp(-1, 1))  # as Decoder.generate returns them
         result = reference.evaluate(images, labels)
-        result.update(variant=text, frechet_ratio=result["frechet"] / reference.real["frechet"], seconds=round(time.perf_counter() - start, 1),
+        result.update(variant=text, frechet_ratio=reference.ratio(result["frechet"]), seconds=round(time.perf_counter() - start, 1),
                       pixels=pixel_statistics(images), attribute_terciles=attribute_shares(to_uint8(images), labels, splits))
         if args.two_sample:
             result["two_sample"] = classifier_two_sample_test(images, real, labels, real_labels)

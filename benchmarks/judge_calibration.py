@@ -105,7 +105,7 @@ def main() -> None:
         print(f"recipe {recipe}: held-out accuracy {accuracy:.4f}, real-vs-real Frechet {reference.real['frechet']:.3f}")
         for kind, name, changed in changed_sets:
             result = reference.evaluate(changed, labels)
-            ratio = result["frechet"] / reference.real["frechet"]
+            ratio = reference.ratio(result["frechet"])
             rows[name][f"recipe{recipe}"] = {"accuracy": result["accuracy"], "min_class_accuracy": result["min_class_accuracy"], "frechet_ratio": ratio}
             print(f"  {kind:8s} {name:28s} accuracy {result['accuracy']:.3f} (worst digit {result['min_class_accuracy']:.2f})  Frechet {ratio:8.2f}x real")
     if args.two_sample:

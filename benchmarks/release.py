@@ -89,12 +89,15 @@ STAGES = (
 # and the other one are judged beside it. It samples at 1.5 by default (its point on the accuracy / Frechet frontier,
 # BENCHMARKS.md, sixteenth session), the others at 2. A pipeline whose files a run lacks is left out.
 PIPELINES = {
-    "text decoder": (["--decoder_path", "decoder_ema0.999.pt"], [1.4, 1.5, 1.75, 2.0]),  # 1.5: its own (the notebook compares)
+    "text decoder": (["--decoder_path", "decoder_ema0.999.pt"], [1.4, 1.5, 2.0]),  # 1.5: its own (the notebook compares)
     "text decoder, main EMA 0.995 (not shipped)": (["--decoder_path", "decoder.pt"], [1.5]),
     "text decoder, EMA 0.9995 (not shipped)": (["--decoder_path", "decoder_ema0.9995.pt"], [1.5]),
     "prior -> image decoder": (["--prior_path", "prior.pt", "--decoder_path", "decoder_image.pt"], [2.0]),
     "cascade: 14x14 base -> super-resolution": (["--decoder_path", "decoder_14px.pt", "--superres_path", "superres.pt"], [2.0]),
 }
+
+
+JUDGE_SEEDS = (1, 2, 3)  # each row is the mean over one image set per sampler seed (BENCHMARKS.md, seventeenth session)
 
 
 def shipped_file(stage: ReleaseStage) -> str:
@@ -150,10 +153,11 @@ def judge(files: WorkFiles, outputs: Path, per_class: int, judge_path: Path) -> 
         if not all(p.exists() for p in judged):
             continue
         if (not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged)
-                or {row["guidance_scale"] for row in json.loads(result_path.read_text())["results"]} != set(scales)):
+                or {row["guidance_scale"] for row in json.loads(result_path.read_text())["results"]} != set(scales)
+                or json.loads(result_path.read_text()).get("seeds") != list(JUDGE_SEEDS)):
             run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(files("clip.pt")), *map(str, paths),
                  "--judge_path", str(judge_path), "--per_class", str(per_class), "--guidance_scales", *map(str, scales),
-                 "--name", name, "--folder", str(outputs / "quality")])
+                 "--seeds", *map(str, JUDGE_SEEDS), "--name", name, "--folder", str(outputs / "quality")])
         results[pipeline] = json.loads(result_path.read_text())
     return results
 
@@ -219,18 +223,23 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
                      f"{m['train_seconds'] / 60:.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
     lines += ["", f"CLIP zero-shot accuracy on the held-out images: {clip['zero_shot_word']:.1%} with word prompts (\"six\"), "
               f"{clip['zero_shot_numeral']:.1%} with numerals (\"6\"), {clip['zero_shot_held_out']:.1%} with the caption templates held out of training.", "",
-              f"Sample quality: {args.per_class} images per digit for each prompt form (\"six\" and \"6\"), DPM-Solver++(2M), "
-              f"{any_result['steps']} steps, judged by `evaluation/judge.py` (held-out accuracy {any_result['judge_test_accuracy']:.1%}). "
+              f"Sample quality: {args.per_class} images per digit for each prompt form (\"six\" and \"6\") and each of the sampler seeds "
+              f"{', '.join(map(str, any_result['seeds']))}, DPM-Solver++(2M), {any_result['steps']} steps, judged by `evaluation/judge.py` "
+              f"(held-out accuracy {any_result['judge_test_accuracy']:.1%}). Each row pools the seeds: accuracy over all their images "
+              f"(the worst digit on {len(any_result['seeds']) * args.per_class} images), the Fréchet ratio and two-sample accuracy as the mean of "
+              f"the seeds' figures, with the seeds' range beside the ratio (one image set is one draw: the ratio moves by about 0.5 between seeds). "
               f"The Fréchet ratio is the distance on the judge's features over the real-vs-real one at the same size "
-              f"({any_result['real_vs_real']['frechet']:.3f}), so 1 is as close as real data gets. The two-sample accuracy is "
-              f"that of a fresh CNN telling the images from real held-out digits (real against real: "
-              f"{any_result['two_sample_real_vs_real']['accuracy']:.3f}; 0.5 means it cannot).", "",
-              "| pipeline | guidance | form | accuracy (worst digit) | Fréchet ratio | two-sample | black | saturated |",
+              f"({any_result['real_vs_real']['frechet']:.3f}, a mean over {len(any_result['real_vs_real']['frechet_draws'])} draws of real training images), "
+              f"so 1 is as close as real data gets. The two-sample accuracy is that of a fresh CNN telling the images from real held-out digits "
+              f"(real against real: {any_result['two_sample_real_vs_real']['accuracy']:.3f}; 0.5 means it cannot).", "",
+              "| pipeline | guidance | form | accuracy (worst digit) | Fréchet ratio (seeds) | two-sample | black | saturated |",
               "|---|---|---|---|---|---|---|---|"]
     for pipeline, result in results.items():
         for row in result["results"]:
+            seeds = row["frechet_ratio_per_seed"]
             lines.append(f"| {pipeline} | {row['guidance_scale']:g} | {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.0%}) | "
-                         f"{row['frechet_ratio']:.2f}× | {row['two_sample']['accuracy']:.3f} | {row['pixels']['black']:.1%} | {row['pixels']['saturated']:.1%} |")
+                         f"{row['frechet_ratio']:.2f}× ({min(seeds):.2f}–{max(seeds):.2f}) | {row['two_sample']['accuracy']:.3f} | "
+                         f"{row['pixels']['black']:.1%} | {row['pixels']['saturated']:.1%} |")
     real = any_result["real_pixels"]
     lines += [f"| real held-out digits | | | | 1 | {any_result['two_sample_real_vs_real']['accuracy']:.3f} | {real['black']:.1%} | {real['saturated']:.1%} |",
               "", f"`judge.safetensors` ({weights[-1].stat().st_size / 1e6:.1f} MB) is the judge these figures were measured with, shipped so that "
@@ -325,8 +334,8 @@ def shown_arguments(arguments: list[str]) -> list[str]:
 
 def quality_summary(results: dict[str, dict]) -> dict:
     """The model card's figures, machine-readable: what the notebook compares its own measurements with."""
-    keys = ("guidance_scale", "form", "accuracy", "min_class_accuracy", "frechet_ratio")
-    return {pipeline: {"per_class": result["per_class"], "steps": result["steps"],
+    keys = ("guidance_scale", "form", "accuracy", "min_class_accuracy", "frechet_ratio", "frechet_ratio_per_seed")
+    return {pipeline: {"per_class": result["per_class"], "steps": result["steps"], "seeds": result["seeds"],
                        "rows": [{**{k: row[k] for k in keys}, "two_sample": row["two_sample"]["accuracy"]} for row in result["results"]]}
             for pipeline, result in results.items()}
 

@@ -96,7 +96,7 @@ def main() -> None:
 
     def judge_generated(name: str, images: torch.Tensor, seconds: float, level: float | None = None) -> dict:
         row = reference.evaluate(images, gen_labels)
-        row.update(method=name, augmentation_level=level, frechet_ratio=row["frechet"] / reference.real["frechet"], seconds=round(seconds, 1))
+        row.update(method=name, augmentation_level=level, frechet_ratio=reference.ratio(row["frechet"]), seconds=round(seconds, 1))
         print(f"generated {name:>22s}: accuracy {row['accuracy']:.4f} (worst digit {row['min_class_accuracy']:.3f})  "
               f"Frechet {row['frechet']:.3f} = {row['frechet_ratio']:.2f}x real  [{seconds:.0f} s]")
         generated.append(row)

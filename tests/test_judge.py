@@ -7,7 +7,7 @@ from utils.images import to_signed_float
 from utils.checkpoints import load_checkpoint
 import pytest
 
-from evaluation.judge import JUDGE_RECIPE, QualityReference, judge_epochs, load_or_train_judge, random_photometric
+from evaluation.judge import JUDGE_RECIPE, Judge, QualityReference, judge_epochs, load_or_train_judge, random_photometric
 from utils.checkpoints import save_checkpoint
 from utils.errors import UserError
 
@@ -43,6 +43,25 @@ def test_cached_judge_of_another_recipe_is_retrained(embedded_splits, tmp_path):
     assert cached_accuracy == accuracy and all(torch.equal(a, b) for a, b in zip(cached.state_dict().values(), judge.state_dict().values()))
     reference = QualityReference(judge, splits, per_class=5)
     assert reference.real["num_images"] == 50 and reference.real["frechet"] > 0
+
+
+def test_the_real_baseline_is_a_mean_over_draws_of_real_images(embedded_splits):
+    """One draw of real images gives a noisy real-vs-real distance; the ratio divides by the mean over several draws."""
+    splits = embedded_splits.subset(600, seed=0)
+    judge = untrained_judge()
+    reference = QualityReference(judge, splits, per_class=5, draws=4)
+    draws = reference.real["frechet_draws"]
+    assert len(draws) == 4 and len(set(draws)) > 1  # the draws differ: each is another sample of real images
+    assert reference.real["frechet"] == pytest.approx(sum(draws) / 4)
+    assert reference.ratio(2 * reference.real["frechet"]) == pytest.approx(2.0)
+    again = QualityReference(judge, splits, per_class=5, draws=4)
+    assert again.real["frechet_draws"] == draws  # the same seed, the same draws: every model is judged against the same baseline
+
+
+def untrained_judge():
+    """A judge with random weights: its features are a fixed function of the pixels, enough to measure distances."""
+    torch.manual_seed(0)
+    return Judge().eval()
 
 
 def test_a_cached_judge_of_another_dataset_is_an_error_not_overwritten(embedded_splits, tmp_path):

@@ -52,3 +52,47 @@ def test_the_text_decoder_ships_the_guidance_its_card_judges():
     scale = stages["decoder"].guidance_scale
     assert stages["decoder"].extra_fields() == {"sampling": {"guidance_scale": scale}} and scale in release.PIPELINES["text decoder"][1]
     assert all(stage.extra_fields() is None for name, stage in stages.items() if name != "decoder")
+
+
+def test_a_quality_row_pools_its_seeds():
+    """decoder_quality.py's row for one scale and form: accuracy over every seed's images, the worst digit on the pooled
+    images (not the worst seed's), the Frechet ratio and two-sample accuracy as the seeds' means, each seed's figures kept."""
+    import decoder_quality
+
+    def one_seed(seed, per_class, ratio, two_sample):
+        pixels = {"black": 0.8, "saturated": 0.07, "mean": 0.13, "histogram": [0.8, 0.2], "histogram_edges": [0, 1, 256]}
+        return {"seed": seed, "accuracy": sum(per_class) / 2, "min_class_accuracy": min(per_class), "per_class_accuracy": per_class,
+                "frechet": ratio / 10, "frechet_ratio": ratio, "num_images": 200, "seconds": 1.0, "pixels": pixels,
+                "two_sample": {"accuracy": two_sample, "standard_error": 0.04}}
+    row = decoder_quality.mean_over_seeds([one_seed(1, [0.96, 1.0], 1.3, 0.52), one_seed(2, [1.0, 0.98], 1.8, 0.56)])
+    assert row["per_class_accuracy"] == pytest.approx([0.98, 0.99]) and row["min_class_accuracy"] == pytest.approx(0.98)
+    assert row["accuracy"] == pytest.approx(0.985) and row["num_images"] == 400 and row["seeds"] == [1, 2]
+    assert row["frechet_ratio"] == pytest.approx(1.55) and row["frechet_ratio_per_seed"] == [1.3, 1.8]
+    assert row["two_sample"]["accuracy"] == pytest.approx(0.54) and row["two_sample"]["per_seed"] == [0.52, 0.56]
+    assert row["pixels"]["histogram"] == pytest.approx([0.8, 0.2]) and len(row["per_seed"]) == 2
+
+
+def test_a_result_judged_at_other_sampler_seeds_is_judged_again(tmp_path, monkeypatch):
+    """A pipeline's result file from before the release judged at several seeds (or at other ones) is measured again."""
+    import json
+    work, outputs = tmp_path / "work", tmp_path / "outputs"
+    work.mkdir()
+    for name in ("clip.pt", "decoder_ema0.999.pt"):
+        (work / name).write_bytes(b"weights")
+    scales = release.PIPELINES["text decoder"][1]
+    result_path = outputs / "quality" / "release_0.json"
+    result_path.parent.mkdir(parents=True)
+    write_result = lambda seeds: result_path.write_text(json.dumps({"seeds": seeds, "results": [{"guidance_scale": s} for s in scales]}))
+    write_result([1])
+    commands = []
+
+    def judged(command):
+        commands.append(command)
+        write_result([int(seed) for seed in command[command.index("--seeds") + 1 : command.index("--name")]])
+
+    monkeypatch.setattr(release, "run", judged)
+    results = release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
+    assert len(commands) == 1 and list(results) == ["text decoder"]  # the only pipeline whose files exist, measured again
+    assert json.loads(result_path.read_text())["seeds"] == list(release.JUDGE_SEEDS)
+    release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
+    assert len(commands) == 1  # judged at the release's seeds now: not again
