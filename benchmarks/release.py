@@ -98,6 +98,7 @@ PIPELINES = {
 
 
 JUDGE_SEEDS = (1, 2, 3)  # each row is the mean over one image set per sampler seed (BENCHMARKS.md, seventeenth session)
+JUDGE_FORMS = ("word",)  # "six": "6" measured within noise of it on every card judged with both, and would double the judging time
 
 
 def shipped_file(stage: ReleaseStage) -> str:
@@ -154,10 +155,11 @@ def judge(files: WorkFiles, outputs: Path, per_class: int, judge_path: Path) -> 
             continue
         if (not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged)
                 or {row["guidance_scale"] for row in json.loads(result_path.read_text())["results"]} != set(scales)
-                or json.loads(result_path.read_text()).get("seeds") != list(JUDGE_SEEDS)):
+                or json.loads(result_path.read_text()).get("seeds") != list(JUDGE_SEEDS)
+                or {row["form"] for row in json.loads(result_path.read_text())["results"]} != set(JUDGE_FORMS)):
             run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(files("clip.pt")), *map(str, paths),
                  "--judge_path", str(judge_path), "--per_class", str(per_class), "--guidance_scales", *map(str, scales),
-                 "--seeds", *map(str, JUDGE_SEEDS), "--name", name, "--folder", str(outputs / "quality")])
+                 "--seeds", *map(str, JUDGE_SEEDS), "--forms", *JUDGE_FORMS, "--name", name, "--folder", str(outputs / "quality")])
         results[pipeline] = json.loads(result_path.read_text())
     return results
 
@@ -223,7 +225,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
                      f"{m['train_seconds'] / 60:.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
     lines += ["", f"CLIP zero-shot accuracy on the held-out images: {clip['zero_shot_word']:.1%} with word prompts (\"six\"), "
               f"{clip['zero_shot_numeral']:.1%} with numerals (\"6\"), {clip['zero_shot_held_out']:.1%} with the caption templates held out of training.", "",
-              f"Sample quality: {args.per_class} images per digit for each prompt form (\"six\" and \"6\") and each of the sampler seeds "
+              f"Sample quality: {args.per_class} images per digit, prompted as \"six\" (prompt forms: {', '.join(JUDGE_FORMS)}), for each of the sampler seeds "
               f"{', '.join(map(str, any_result['seeds']))}, DPM-Solver++(2M), {any_result['steps']} steps, judged by `evaluation/judge.py` "
               f"(held-out accuracy {any_result['judge_test_accuracy']:.1%}). Each row pools the seeds: accuracy over all their images "
               f"(the worst digit on {len(any_result['seeds']) * args.per_class} images), the Fréchet ratio and two-sample accuracy as the mean of "

@@ -82,13 +82,13 @@ def test_a_result_judged_at_other_sampler_seeds_is_judged_again(tmp_path, monkey
     scales = release.PIPELINES["text decoder"][1]
     result_path = outputs / "quality" / "release_0.json"
     result_path.parent.mkdir(parents=True)
-    write_result = lambda seeds: result_path.write_text(json.dumps({"seeds": seeds, "results": [{"guidance_scale": s} for s in scales]}))
+    write_result = lambda seeds: result_path.write_text(json.dumps({"seeds": seeds, "results": [{"guidance_scale": s, "form": f} for s in scales for f in release.JUDGE_FORMS]}))
     write_result([1])
     commands = []
 
     def judged(command):
         commands.append(command)
-        write_result([int(seed) for seed in command[command.index("--seeds") + 1 : command.index("--name")]])
+        write_result([int(seed) for seed in command[command.index("--seeds") + 1 : command.index("--forms")]])
 
     monkeypatch.setattr(release, "run", judged)
     results = release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
