@@ -239,7 +239,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
     for pipeline, result in results.items():
         for row in result["results"]:
             seeds = row["frechet_ratio_per_seed"]
-            lines.append(f"| {pipeline} | {row['guidance_scale']:g} | {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.0%}) | "
+            lines.append(f"| {pipeline} | {row['guidance_scale']:g} | {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.1%}) | "
                          f"{row['frechet_ratio']:.2f}× ({min(seeds):.2f}–{max(seeds):.2f}) | {row['two_sample']['accuracy']:.3f} | "
                          f"{row['pixels']['black']:.1%} | {row['pixels']['saturated']:.1%} |")
     real = any_result["real_pixels"]
@@ -248,8 +248,9 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
               "`demo.ipynb` can measure the models itself; `quality.json` holds the table above. Each stage's training metrics "
               "(and a thinned loss curve) are in the JSON file beside its weights.", "", "Measured with:", ""]
     lines += [f"    {result['command']}" for result in results.values()]
-    lines += ["", "Training commands (each stage's flags, all run with `--resume`):", ""]
-    lines += [f"    python {' '.join(command[1:])}" for command in commands]
+    if commands:  # none when every stage is kept
+        lines += ["", "Training commands (each stage's flags, all run with `--resume`):", ""]
+        lines += [f"    python {' '.join(command[1:])}" for command in commands]
     if args.card_note:
         lines += ["", args.card_note]
     if args.keep:
@@ -285,7 +286,7 @@ def main() -> None:
     run_name = args.run_name + ("_trial" if trial else "")
     work, outputs = WORK_DIR.parent / run_name, OUTPUT_DIR.parent / run_name
     out_dir = Path(args.out_dir) if args.out_dir else (PRETRAINED_DIR if run_name == "release" else outputs / "pretrained")
-    judge_path = default_judge_path("mnist")  # checkpoints/judge.pt (decoder_quality.py trains and caches it on its first run), else the shipped judge
+    judge_path = Path(os.path.relpath(default_judge_path("mnist")))  # relative, as the card prints it: checkpoints/judge.pt (decoder_quality.py trains and caches it on its first run), else the shipped judge
     print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
     files = WorkFiles(work, set(args.keep))
     metrics = train(files, outputs, args.scale, args.seed, args.device)
