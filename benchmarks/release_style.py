@@ -23,7 +23,7 @@ import common  # noqa: F401
 
 from evaluation.judge import default_judge_path
 from evaluation.reports import machine
-from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, run
+from release import JUDGE_FORMS, JUDGE_SEEDS, OUTPUT_DIR, WORK_DIR, ReleaseStage, run
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
 from utils.files import write_json
 
@@ -39,9 +39,11 @@ def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_cl
     """(attributes.py's result, decoder_quality.py's result), each measured again when the decoder is newer than it."""
     results = []
     for name, script, flags in (("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt)]),
-                                ("quality", "benchmarks/decoder_quality.py", ["--guidance_scales", str(GUIDANCE), "--per_class", str(per_class)])):
+                                ("quality", "benchmarks/decoder_quality.py", ["--guidance_scales", str(GUIDANCE), "--per_class", str(per_class),
+                                                                                 "--seeds", *map(str, JUDGE_SEEDS), "--forms", *JUDGE_FORMS])):
         path = outputs / f"{name}.json"
-        if not path.exists() or path.stat().st_mtime < (work / "decoder.pt").stat().st_mtime:
+        if (not path.exists() or path.stat().st_mtime < (work / "decoder.pt").stat().st_mtime
+                or (name == "quality" and json.loads(path.read_text()).get("seeds") != list(JUDGE_SEEDS))):
             run([sys.executable, script, "--clip_model_path", str(work / "clip.pt"), "--decoder_path", str(work / "decoder.pt"),
                  "--judge_path", str(judge_path), *flags, "--name", name, "--folder", str(outputs)])
         results.append(json.loads(path.read_text()))
@@ -69,8 +71,11 @@ def model_card(metrics: dict, attributes: dict, quality: dict, weights: list[Pat
               "Tercile shares when nothing is named (low / middle / high): " + "; ".join(
                   f"{a} {' / '.join(f'{s:.2f}' for s in shares)} (real {' / '.join(f'{s:.2f}' for s in attributes['real_terciles'][a])})"
                   for a, shares in text["no_attribute_named"].items()) + ".", ""]
-    lines += ["Plain prompts (\"six\", \"6\"), as in the release's card:", "", "| form | accuracy (worst digit) | Fréchet ratio | two-sample |", "|---|---|---|---|"]
-    lines += [f"| {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.0%}) | {row['frechet_ratio']:.2f}× | {row['two_sample']['accuracy']:.3f} |"
+    lines += [f"Plain prompts (\"six\"), as in the release's card: {quality['per_class']} per digit at each of the sampler seeds {', '.join(map(str, quality['seeds']))}, "
+              "accuracy over all of them, the Fréchet ratio (its seeds' range) and two-sample accuracy as the seeds' means:", "",
+              "| form | accuracy (worst digit) | Fréchet ratio | two-sample |", "|---|---|---|---|"]
+    lines += [f"| {row['form']} | {row['accuracy']:.1%} ({row['min_class_accuracy']:.1%}) | {row['frechet_ratio']:.2f}× "
+              f"({min(row['frechet_ratio_per_seed']):.2f}–{max(row['frechet_ratio_per_seed']):.2f}) | {row['two_sample']['accuracy']:.3f} |"
               for row in quality["results"]]
     lines += ["", "Measured with:", "", f"    {attributes['command']}", f"    {quality['command']}", "", "Training commands:", ""]
     lines += [f"    python {' '.join(command[1:])}" for command in commands]
@@ -83,7 +88,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--per_prompt", type=int, default=20, help="attributes.py: images per prompt")
-    parser.add_argument("--per_class", type=int, default=100, help="decoder_quality.py: images per digit and prompt form")
+    parser.add_argument("--per_class", type=int, default=100, help="decoder_quality.py: images per digit and sampler seed")
     args = parser.parse_args()
     if args.scale <= 0 or args.per_prompt < 2 or args.per_class <= 0:
         parser.error("--scale and --per_class must be positive, and --per_prompt at least 2")
