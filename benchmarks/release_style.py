@@ -23,7 +23,7 @@ import common  # noqa: F401
 
 from evaluation.judge import default_judge_path
 from evaluation.reports import machine
-from release import JUDGE_FORMS, JUDGE_SEEDS, OUTPUT_DIR, WORK_DIR, ReleaseStage, run
+from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, judging_flags, quality_is_stale, run
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
 from utils.files import write_json
 
@@ -36,15 +36,18 @@ GUIDANCE = 2.0  # the decoders' default
 
 
 def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_class: int) -> tuple[dict, dict]:
-    """(attributes.py's result, decoder_quality.py's result), each measured again when the decoder is newer than it."""
+    """(attributes.py's result, decoder_quality.py's result), each measured again when the decoder is newer than it
+    (and the second when it was judged at other settings than the release's, release.quality_is_stale)."""
     results = []
-    for name, script, flags in (("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt)]),
-                                ("quality", "benchmarks/decoder_quality.py", ["--guidance_scales", str(GUIDANCE), "--per_class", str(per_class),
-                                                                                 "--seeds", *map(str, JUDGE_SEEDS), "--forms", *JUDGE_FORMS])):
+    decoder = work / "decoder.pt"
+    for name, script, flags, stale in (
+            ("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt)],
+             lambda path: not path.exists() or path.stat().st_mtime < decoder.stat().st_mtime),
+            ("quality", "benchmarks/decoder_quality.py", ["--per_class", str(per_class), *judging_flags([GUIDANCE])],
+             lambda path: quality_is_stale(path, [decoder], [GUIDANCE]))):
         path = outputs / f"{name}.json"
-        if (not path.exists() or path.stat().st_mtime < (work / "decoder.pt").stat().st_mtime
-                or (name == "quality" and json.loads(path.read_text()).get("seeds") != list(JUDGE_SEEDS))):
-            run([sys.executable, script, "--clip_model_path", str(work / "clip.pt"), "--decoder_path", str(work / "decoder.pt"),
+        if stale(path):
+            run([sys.executable, script, "--clip_model_path", str(work / "clip.pt"), "--decoder_path", str(decoder),
                  "--judge_path", str(judge_path), *flags, "--name", name, "--folder", str(outputs)])
         results.append(json.loads(path.read_text()))
     return results[0], results[1]
