@@ -6,6 +6,8 @@
     python unclip_train.py --clip_model_path checkpoints/clip.pt --resolution 14    # Imagen: a 14x14 base decoder ...
     python unclip_train.py --clip_model_path checkpoints/clip.pt --stage superres   # ... and its 14x14 -> 28x28 super-resolution
     python unclip_train.py --clip_model_path checkpoints/clip.pt --resume           # continue an interrupted run
+    python unclip_train.py --clip_model_path pretrained/clip.safetensors --init_from pretrained/decoder.safetensors --lr 1e-3
+                                                                    # fine-tune (or warm-restart) the shipped decoder
 
 Each stage has its own options and defaults: ``--stage prior --help`` lists the prior's.
 """

@@ -49,6 +49,15 @@ OUTPUT_DIR = Path("outputs/release")
 
 
 @dataclass(frozen=True)
+class WarmRestart:
+    """A second run that starts from the first run's shipped EMA (``unclip_train.py --init_from``) with a fresh optimizer
+    and learning-rate schedule (SGDR, Loshchilov & Hutter 2017): the first run is kept as ``<stage>_first.pt``."""
+    steps: int
+    lr: float  # its peak learning rate
+    seed_offset: int  # its seed is the release's plus this: another data order and noise than the first run's
+
+
+@dataclass(frozen=True)
 class ReleaseStage:
     name: str  # the file name in checkpoints/ and pretrained/, as generate_images.py looks for it
     kind: str  # its checkpoint kind
@@ -58,19 +67,36 @@ class ReleaseStage:
     what: str
     shipped_ema: str | None = None  # ship this extra EMA (--extra_ema_decays) instead of the main one
     guidance_scale: float | None = None  # the guidance its file names: what generate_images.py samples it at by default
+    restart: WarmRestart | None = None  # train it again from its own weights after the first run
 
     def extra_fields(self) -> dict | None:
         """What the shipped file holds beside the weights and config (models.pipeline.recommended_guidance reads it)."""
         return {"sampling": {"guidance_scale": self.guidance_scale}} if self.guidance_scale is not None else None
 
     def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[str]:
-        budget = max(1, round(self.steps * scale))
+        """The command of its (first) run."""
+        name = f"{self.name}_first" if self.restart else self.name
+        return self.run_command(name, self.steps, self.flags, work, outputs, scale, seed, device, clip_path)
+
+    def commands(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[tuple[Path, list[str]]]:
+        """Each run's metrics file and command, in order: its one run, or the first run and the warm restart from it."""
+        first = self.command(work, outputs, scale, seed, device, clip_path)
+        if not self.restart:
+            return [(work / f"{self.name}.json", first)]
+        start = extra_ema_path(work / f"{self.name}_first.pt", self.shipped_ema) if self.shipped_ema else work / f"{self.name}_first.pt"
+        flags = (*self.flags, "--lr", f"{self.restart.lr:g}", "--init_from", str(start))
+        restart = self.run_command(self.name, self.restart.steps, flags, work, outputs, scale, seed + self.restart.seed_offset, device, clip_path)
+        return [(work / f"{self.name}_first.json", first), (work / f"{self.name}.json", restart)]
+
+    def run_command(self, name: str, steps: int, flags: tuple[str, ...], work: Path, outputs: Path, scale: float, seed: int, device: str,
+                    clip_path: Path | None) -> list[str]:
+        budget = max(1, round(steps * scale))
         if self.script == "clip_train.py":
             budget_flags = ["--epochs", str(budget)]
         else:
             budget_flags = ["--steps", str(budget), "--max_minutes", "0", "--clip_model_path", str(clip_path or work / "clip.pt")]
-        return [sys.executable, self.script, *self.flags, *budget_flags, "--seed", str(seed), "--device", device,
-                "--save_path", str(work / f"{self.name}.pt"), "--output_dir", str(outputs / self.name), "--resume"]
+        return [sys.executable, self.script, *flags, *budget_flags, "--seed", str(seed), "--device", device,
+                "--save_path", str(work / f"{name}.pt"), "--output_dir", str(outputs / name), "--resume"]
 
 
 # The super-resolution stage is unweighted (min-SNR 0): with min-SNR 5 its samples kept a haze (BENCHMARKS.md, tenth session).
@@ -130,18 +156,28 @@ def run(command: list[str]) -> None:
 
 
 def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str) -> dict[str, dict]:
-    """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet.
-    A kept stage's metrics are those shipped beside its weights; the others train on the kept CLIP if there is one."""
+    """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
+    stage's holds its first run's under "first_run". A kept stage's metrics are those shipped beside its weights; the
+    others train on the kept CLIP if there is one."""
     metrics = {}
     for stage in STAGES:
         if stage.name in files.kept:
             metrics[stage.name] = json.loads((PRETRAINED_DIR / f"{stage.name}.json").read_text())
             continue
-        metrics_path = files.work / f"{stage.name}.json"
-        if not metrics_path.exists():
-            run(stage.command(files.work, outputs, scale, seed, device, files("clip.pt")))
-        metrics[stage.name] = json.loads(metrics_path.read_text())
+        runs = stage.commands(files.work, outputs, scale, seed, device, files("clip.pt"))
+        final_metrics = runs[-1][0]
+        for metrics_path, command in runs:
+            if not final_metrics.exists() and not metrics_path.exists():
+                run(command)
+        metrics[stage.name] = json.loads(final_metrics.read_text())
+        if stage.restart:
+            metrics[stage.name]["first_run"] = json.loads(runs[0][0].read_text())
     return metrics
+
+
+def training_minutes(stage_metrics: dict) -> float:
+    """A stage's training minutes, its first run's included when it was warm-restarted."""
+    return (stage_metrics["train_seconds"] + stage_metrics.get("first_run", {}).get("train_seconds", 0)) / 60
 
 
 def judge(files: WorkFiles, outputs: Path, per_class: int, judge_path: Path) -> dict[str, dict]:
@@ -176,7 +212,7 @@ def quality_is_stale(result_path: Path, inputs: list[Path], scales: list[float])
             or {row["form"] for row in rows} != set(JUDGE_FORMS))
 
 
-def ship(files: WorkFiles, out_dir: Path, judge_path: Path) -> list[Path]:
+def ship(files: WorkFiles, metrics: dict[str, dict], out_dir: Path, judge_path: Path) -> list[Path]:
     """Every stage's EMA weights as safetensors (no training state), each with its training metrics and a
     thinned loss curve beside it as JSON; and the judge, so that the notebook can measure the shipped models.
     A kept stage's files are copied as they are (or left in place when the release goes to pretrained/)."""
@@ -191,14 +227,22 @@ def ship(files: WorkFiles, out_dir: Path, judge_path: Path) -> list[Path]:
             written.append(weights)
             continue
         written.append(export_weights(files.work / shipped_file(stage), weights, stage.extra_fields()))
-        metrics = json.loads(checkpoint.with_suffix(".json").read_text())
-        history = load_checkpoint(checkpoint, stage.kind)["training"]["history"]
-        metrics["loss_curve"] = {key: thinned(history[key]) for key in ("loss", "loss_low_noise") if key in history}
-        print(f"wrote {write_json(weights.with_suffix('.json'), metrics)}")
+        shipped_metrics = dict(metrics[stage.name])
+        shipped_metrics["loss_curve"] = loss_curve(checkpoint, stage.kind)
+        first = files.work / f"{stage.name}_first.pt"
+        if stage.restart and "loss_curve" not in shipped_metrics["first_run"] and first.exists():
+            shipped_metrics["first_run"] = {**shipped_metrics["first_run"], "loss_curve": loss_curve(first, stage.kind)}
+        print(f"wrote {write_json(weights.with_suffix('.json'), shipped_metrics)}")
     written.append(export_weights(judge_path, out_dir / f"judge{WEIGHTS_SUFFIX}"))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return written
+
+
+def loss_curve(checkpoint: Path, kind: str) -> dict[str, list]:
+    """A training checkpoint's loss curves, thinned to ship beside its weights."""
+    history = load_checkpoint(checkpoint, kind)["training"]["history"]
+    return {key: thinned(history[key]) for key in ("loss", "loss_low_noise") if key in history}
 
 
 def thinned(curve: list, points: int = 400) -> list:
@@ -216,7 +260,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
         "# Shipped weights: the release models",
         "",
         f"Made by `python benchmarks/release.py{''.join(' ' + a for a in shown_arguments(sys.argv[1:]))}` on {time.strftime('%Y-%m-%d')}, "
-        f"{machine()}, {sum(m['train_seconds'] for m in metrics.values()) / 60:.0f} minutes of training in all. Every file holds one stage's EMA weights "
+        f"{machine()}, {sum(training_minutes(m) for m in metrics.values()):.0f} minutes of training in all. Every file holds one stage's EMA weights "
         "(no optimizer state) in safetensors, with its config, tokenizer and the fingerprint of the CLIP it was trained on "
         "as JSON metadata. They load through the same checks as the training checkpoints (`utils.checkpoints.load_checkpoint`).",
         "",
@@ -229,12 +273,14 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
     for stage, path in zip(STAGES, weights):
         m = metrics[stage.name]
         steps = f"{m['epochs']} epochs" if stage.name == "clip" else f"{m['steps']:,}"
+        if "first_run" in m:
+            steps = f"{m['first_run']['steps']:,} + {steps} (warm restart at lr {m['config']['lr']:g})"
         rate = m.get("train_samples_per_second", m.get("train_images_per_second"))
         what = stage.what + (" (kept from the previous release)" if stage.name in args.keep else "")
         what += f"; EMA {stage.shipped_ema}" if stage.shipped_ema else ""
         what += f"; samples at guidance {stage.guidance_scale:g} by default" if stage.guidance_scale is not None else ""
         lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {what} | {steps} | {m['config']['batch_size']} | "
-                     f"{m['train_seconds'] / 60:.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
+                     f"{training_minutes(m):.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
     lines += ["", f"CLIP zero-shot accuracy on the held-out images: {clip['zero_shot_word']:.1%} with word prompts (\"six\"), "
               f"{clip['zero_shot_numeral']:.1%} with numerals (\"6\"), {clip['zero_shot_held_out']:.1%} with the caption templates held out of training.", "",
               f"Sample quality: {args.per_class} images per digit, prompted as \"six\" (prompt forms: {', '.join(JUDGE_FORMS)}), for each of the sampler seeds "
@@ -261,7 +307,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
               "(and a thinned loss curve) are in the JSON file beside its weights.", "", "Measured with:", ""]
     lines += [f"    {result['command']}" for result in results.values()]
     if commands:  # none when every stage is kept
-        lines += ["", "Training commands (each stage's flags, all run with `--resume`):", ""]
+        lines += ["", "Training commands (each stage's flags, all run with `--resume`; a warm restart starts from its first run's EMA):", ""]
         lines += [f"    python {' '.join(command[1:])}" for command in commands]
     if args.card_note:
         lines += ["", args.card_note]
@@ -303,8 +349,9 @@ def main() -> None:
     files = WorkFiles(work, set(args.keep))
     metrics = train(files, outputs, args.scale, args.seed, args.device)
     results = judge(files, outputs, args.per_class, judge_path)
-    weights = ship(files, out_dir, judge_path)
-    commands = [stage.command(work, outputs, args.scale, args.seed, args.device, files("clip.pt")) for stage in STAGES if stage.name not in files.kept]
+    weights = ship(files, metrics, out_dir, judge_path)
+    commands = [command for stage in STAGES if stage.name not in files.kept
+                for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device, files("clip.pt"))]
     card = out_dir / "README.md"
     card.write_text(model_card(metrics, results, weights, commands, args))
     print(f"wrote {card}")

@@ -96,3 +96,18 @@ def test_a_result_judged_at_other_sampler_seeds_is_judged_again(tmp_path, monkey
     assert json.loads(result_path.read_text())["seeds"] == list(release.JUDGE_SEEDS)
     release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
     assert len(commands) == 1  # judged at the release's seeds now: not again
+
+
+def test_a_warm_restarted_stage_trains_twice_the_second_run_from_the_first_runs_shipped_ema(tmp_path):
+    stage = release.ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999"), 1000, "text decoder",
+                                 shipped_ema="0.999", restart=release.WarmRestart(steps=500, lr=1e-3, seed_offset=2))
+    (first_metrics, first), (final_metrics, second) = stage.commands(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt")
+    value = lambda command, flag: command[command.index(flag) + 1]
+    assert (first_metrics, final_metrics) == (tmp_path / "decoder_first.json", tmp_path / "decoder.json")
+    assert value(first, "--save_path") == str(tmp_path / "decoder_first.pt") and value(first, "--steps") == "100"
+    assert "--init_from" not in first and value(first, "--seed") == "5"
+    assert value(second, "--save_path") == str(tmp_path / "decoder.pt") and value(second, "--steps") == "50"
+    assert value(second, "--init_from") == str(tmp_path / "decoder_first_ema0.999.pt")
+    assert value(second, "--lr") == "0.001" and value(second, "--seed") == "7" and "--resume" in second
+    assert stage.command(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt") == first
+    assert release.training_minutes({"train_seconds": 60, "first_run": {"train_seconds": 120}}) == 3

@@ -115,3 +115,31 @@ def test_stage_defaults_agree_with_the_model_configs():
     assert (built.prediction, built.min_snr_gamma) == (trained.prediction, trained.min_snr_gamma) == ("v", 5.0)
     superres = SuperResolutionTrainingConfig()
     assert (superres.channels, superres.min_snr_gamma, superres.max_minutes, superres.save_path) == ("32,48", 5.0, 6.0, "checkpoints/superres.pt")
+
+
+def test_init_from_starts_from_another_runs_weights_with_a_fresh_schedule(tmp_path, tiny_clip_path, tiny_unclip_paths, capsys, monkeypatch):
+    """--init_from: the network and its EMAs start as the given run's EMA; step count, history and optimizer start afresh."""
+    assert run_cli(unclip_train.main, decoder_argv(tiny_clip_path, tmp_path / "a.pt", "--steps", 20, "--seed", 1)) == 0
+    # One step at a vanishing learning rate: the weights can only have come from a.pt
+    argv = decoder_argv(tiny_clip_path, tmp_path / "b.pt", "--steps", 1, "--lr", 1e-12, "--init_from", tmp_path / "a.pt", "--extra_ema_decays", 0.9)
+    assert run_cli(unclip_train.main, argv) == 0
+    source, started = load_checkpoint(tmp_path / "a.pt", "decoder"), load_checkpoint(tmp_path / "b.pt", "decoder")
+    for weights in (started["ema"], started["training"]["model"], load_checkpoint(tmp_path / "b_ema0.9.pt", "decoder")["ema"]):
+        assert all(torch.allclose(value, source["ema"][key], atol=1e-6) for key, value in weights.items())
+    assert started["training"]["step"] == 1 and len(started["training"]["history"]["loss"]) == 1
+    assert started["training"]["optimizer"]["state"][0]["step"] == 1  # Adam's moments are new, not a.pt's
+
+    # A checkpoint that --resume finds takes precedence: its weights already began at --init_from
+    monkeypatch.setattr(diffusion_trainer.DiffusionRun, "initialize_from", lambda run, path: pytest.fail("initialised a resumed run"))
+    argv[argv.index("--steps") + 1] = 2
+    assert run_cli(unclip_train.main, argv + ["--resume"]) == 0
+    assert load_checkpoint(tmp_path / "b.pt", "decoder")["training"]["step"] == 2
+    monkeypatch.undo()
+
+    # Weights of another kind, another model or no file at all: one line, before training
+    _, prior = tiny_unclip_paths
+    for source_path, match in ((prior, "prior"), (tmp_path / "missing.pt", "missing.pt"), (tmp_path / "a.pt", "another model")):
+        extra = ("--channels", "8,24") if source_path == tmp_path / "a.pt" else ()
+        bad = decoder_argv(tiny_clip_path, tmp_path / "c.pt", "--steps", 1, "--init_from", source_path, *extra)
+        assert_one_line_error(capsys, run_cli(unclip_train.main, bad), match)
+        assert not (tmp_path / "c.pt").exists()

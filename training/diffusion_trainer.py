@@ -104,14 +104,8 @@ class DiffusionRun:
         state = checkpoint_to_resume(path, self.stage.kind, self.log)
         if state is None:
             return
-        try:  # read as a load would: fields added since take their old meaning
-            saved = type(self.stage.bundle.config).from_dict(state["config"])
-        except (KeyError, TypeError) as err:
-            raise UserError(f"cannot resume {path}: its model config is damaged ({type(err).__name__})") from None
-        require(saved.to_dict() == self.stage.bundle.config.to_dict(), f"cannot resume {path}: it was trained with another model, schedule or CLIP")
+        self.require_same_model(state, f"cannot resume {path}")
         training = state["training"]
-        saved_captions = training.get("config", {}).get("captions", "class")
-        require(saved_captions == self.config.captions, f"cannot resume {path}: it was trained on --captions {saved_captions}, not {self.config.captions}")
         self.model.load_state_dict(training["model"])
         self.ema.load_state_dict({"decay": self.config.ema_decay, "num_updates": training["ema_updates"], "model": state["ema"]})
         saved_extra = training.get("extra_emas", {})
@@ -130,6 +124,29 @@ class DiffusionRun:
         else:  # a checkpoint from before 2026-12 kept none of these: a new epoch, captions seeded by the step
             self.train_set.rng.seed(self.config.seed + self.step)
         self.log(f"resumed {path} at step {self.step}")
+
+    def require_same_model(self, state: dict, refusal: str) -> None:
+        """Refuse (``refusal``: why not) weights saved for another model config, schedule, CLIP or caption style."""
+        try:  # read as a load would: fields added since take their old meaning
+            saved = type(self.stage.bundle.config).from_dict(state["config"])
+        except (KeyError, TypeError) as err:
+            raise UserError(f"{refusal}: its model config is damaged ({type(err).__name__})") from None
+        require(saved.to_dict() == self.stage.bundle.config.to_dict(), f"{refusal}: it was trained with another model, schedule or CLIP")
+        saved_config = state.get("training", {}).get("config")  # shipped weights carry no training state
+        if saved_config is not None:
+            saved_captions = saved_config.get("captions", "class")
+            require(saved_captions == self.config.captions, f"{refusal}: it was trained on --captions {saved_captions}, not {self.config.captions}")
+
+    def initialize_from(self, path: str | Path) -> None:
+        """Start from another run's EMA weights (``--init_from``): the network and every EMA take them; the optimizer,
+        learning-rate schedule, step count and history start afresh, so the run is a warm restart (SGDR, Loshchilov &
+        Hutter 2017) or a fine-tune of those weights."""
+        state = load_checkpoint(path, self.stage.kind)
+        self.require_same_model(state, f"cannot start from {path}")
+        self.model.load_state_dict(state["ema"])
+        for ema in (self.ema, *self.extra_emas.values()):
+            ema.model.load_state_dict(state["ema"])
+        self.log(f"starting from the weights of {path} (fresh optimizer and schedule)")
 
     @property
     def progress(self) -> float:
@@ -275,6 +292,8 @@ def train_unclip(config: DiffusionTrainingConfig, log: Callable[[str], None] = p
     run = DiffusionRun(config, log)
     if config.resume:
         run.resume()
+    if config.init_from and run.step == 0:  # not resumed: a resumed run already holds weights that began there
+        run.initialize_from(config.init_from)
     run.train()
     metrics = run.finish() if run.dist.is_main else {}
     run.dist.barrier()

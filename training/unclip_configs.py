@@ -76,6 +76,9 @@ class DiffusionTrainingConfig:
                                          "decoder, decoder_image, decoder_14px, superres, prior)")
     output_dir: str | None = option(None, "folder for sample grids and plots (default: outputs/<checkpoint name>)")
     resume: bool = option(False, "continue from the checkpoint at --save_path")
+    init_from: str | None = option(None, "start from the EMA weights of this checkpoint or shipped .safetensors (same stage, model and CLIP) "
+                                         "with a fresh optimizer, EMAs and learning-rate schedule: a warm restart or a fine-tune. "
+                                         "A checkpoint that --resume finds at --save_path takes precedence")
 
     def __post_init__(self) -> None:
         if self.save_path is None:
