@@ -21,6 +21,7 @@ also Imagen's cascade, a 14x14 text decoder and super-resolution), digit and att
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import replace
 
@@ -44,13 +45,15 @@ from utils.images import to_uint8
 class Pipeline:
     """prompts -> uint8 images [N, C, H, W], through a text decoder, prior -> image decoder or cascade, with fixed noise per position."""
 
-    def __init__(self, clip, decoder: Decoder | Cascade, prior: Prior | None, sampling: SamplingOptions) -> None:
+    def __init__(self, clip, decoder: Decoder | Cascade, prior: Prior | None, sampling: SamplingOptions,
+                 prior_guidance_scale: float = PRIOR_SAMPLING.guidance_scale) -> None:
         self.conditioner, self.decoder, self.prior, self.sampling = ClipConditioner(clip), decoder, prior, sampling
+        self.prior_sampling = replace(PRIOR_SAMPLING, guidance_scale=prior_guidance_scale, seed=sampling.seed)
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
         cond = self.conditioner.text(prompts)
         if self.prior is not None:
-            cond = Conditioning(self.prior.sample(cond, replace(PRIOR_SAMPLING, seed=self.sampling.seed)))
+            cond = Conditioning(self.prior.sample(cond, self.prior_sampling))
         return to_uint8(self.decoder.generate(cond, self.sampling))
 
 
@@ -138,6 +141,8 @@ def main() -> None:
     parser.add_argument("--image_decoder_path", default=None, help="with --prior_path: the image-conditioned decoder")
     parser.add_argument("--base_path", default=None, help="with --superres_path: the cascade's 14x14 text decoder")
     parser.add_argument("--superres_path", default=None, help="the cascade's super-resolution model (14x14 + text -> 28x28)")
+    parser.add_argument("--prior_guidance_scale", type=float, default=PRIOR_SAMPLING.guidance_scale,
+                        help="with --prior_path: the prior's classifier-free guidance (1: none, so its embeddings keep the spread of style)")
     parser.add_argument("--augmentation_level", type=float, default=0.1, help="super-resolution conditioning augmentation at sampling")
     parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--per_prompt", type=int, default=20, help="images per prompt (each digit, attribute, word and phrasing)")
@@ -151,6 +156,8 @@ def main() -> None:
     device = use_device(args.device)
     if args.per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path) or bool(args.base_path) != bool(args.superres_path):
         parser.error("--per_prompt must be at least 2; --prior_path and --image_decoder_path go together, and so do --base_path and --superres_path")
+    if not math.isfinite(args.prior_guidance_scale) or args.prior_guidance_scale < 0:
+        parser.error(f"--prior_guidance_scale must be a finite number, 0 or more, got {args.prior_guidance_scale}")
     clip = load_clip(args.clip_model_path, device)
     decoder = Decoder.load(args.decoder_path, device, clip=clip)
     splits = load_dataset(decoder.config.dataset)
@@ -159,7 +166,8 @@ def main() -> None:
     sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1, guidance_from_t=args.guidance_from_t)
     pipelines = {"text decoder": Pipeline(clip, decoder, None, sampling)}
     if args.prior_path:
-        pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, device, clip=clip), Prior.load(args.prior_path, device, clip=clip), sampling)
+        pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, device, clip=clip), Prior.load(args.prior_path, device, clip=clip), sampling,
+                                                            args.prior_guidance_scale)
     if args.superres_path:
         cascade = Cascade.load(args.base_path, args.superres_path, device, clip=clip, augmentation_level=args.augmentation_level, superres_steps=args.steps)
         pipelines["cascade: 14x14 base -> super-resolution"] = Pipeline(clip, cascade, None, sampling)
@@ -172,6 +180,7 @@ def main() -> None:
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
         print_report(name, results[name])
     write_result(args.name, {"clip_model_path": args.clip_model_path, "decoder_path": args.decoder_path, "prior_path": args.prior_path,
+                             "prior_guidance_scale": args.prior_guidance_scale if args.prior_path else None,
                              "image_decoder_path": args.image_decoder_path,
                              "base_path": args.base_path, "superres_path": args.superres_path, "per_prompt": args.per_prompt, "guidance_scale": args.guidance_scale,
                              "steps": args.steps, "guidance_from_t": args.guidance_from_t, "judge_test_accuracy": judge_accuracy, "real_terciles": real, "results": results}, folder=args.folder)

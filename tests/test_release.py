@@ -15,7 +15,7 @@ from conftest import assert_one_line_error  # noqa: E402
 
 def test_a_stage_ships_the_ema_it_names():
     stages = {stage.name: stage for stage in release.STAGES}
-    assert release.shipped_file(stages["decoder"]) == f"decoder_ema{stages['decoder'].shipped_ema}.pt"
+    assert release.shipped_file(release.ReleaseStage("decoder", "decoder", "unclip_train.py", (), 10, "", shipped_ema="0.999")) == "decoder_ema0.999.pt"
     assert release.shipped_file(stages["prior"]) == "prior.pt"
     assert release.PIPELINES["text decoder"][0] == ["--decoder_path", release.shipped_file(stages["decoder"])]
 
@@ -29,7 +29,8 @@ def test_kept_stages_are_read_from_the_shipped_weights(tmp_path):
     kept_decoder = release.WorkFiles(tmp_path, kept={"clip", "decoder"})
     shipped = release.shipped_file(next(stage for stage in release.STAGES if stage.name == "decoder"))
     assert kept_decoder(shipped).resolve() == (release.PRETRAINED_DIR / "decoder.safetensors").resolve()
-    assert not kept_decoder("decoder.pt").exists()  # the main EMA of a kept decoder does not ship: its pipeline is left out
+    unshipped = next(f"decoder_ema{decay}.pt" for decay in ("0.999", "0.9995") if f"decoder_ema{decay}.pt" != shipped)
+    assert not kept_decoder(unshipped).exists()  # the EMAs a kept decoder does not ship are absent: their pipelines are left out
 
 
 def test_the_card_shows_the_command_without_its_note():
@@ -72,35 +73,41 @@ def test_a_quality_row_pools_its_seeds():
     assert row["pixels"]["histogram"] == pytest.approx([0.8, 0.2]) and len(row["per_seed"]) == 2
 
 
-def test_a_result_judged_at_other_sampler_seeds_is_judged_again(tmp_path, monkeypatch):
-    """A pipeline's result file from before the release judged at several seeds (or at other ones) is measured again."""
+def test_a_result_judged_at_other_sampler_seeds_or_from_another_file_is_judged_again(tmp_path, monkeypatch):
+    """A pipeline's result file from before the release judged at several seeds (or at other ones), or one made from
+    another EMA than the pipeline now names, is measured again."""
     import json
     work, outputs = tmp_path / "work", tmp_path / "outputs"
     work.mkdir()
-    for name in ("clip.pt", "decoder_ema0.999.pt"):
+    flags, scales = release.PIPELINES["text decoder"]
+    for name in ("clip.pt", flags[1]):
         (work / name).write_bytes(b"weights")
-    scales = release.PIPELINES["text decoder"][1]
-    result_path = outputs / "quality" / "release_0.json"
+    result_path = outputs / "quality" / f"release_{list(release.PIPELINES).index('text decoder')}.json"
     result_path.parent.mkdir(parents=True)
-    write_result = lambda seeds: result_path.write_text(json.dumps({"seeds": seeds, "results": [{"guidance_scale": s, "form": f} for s in scales for f in release.JUDGE_FORMS]}))
-    write_result([1])
+    write_result = lambda seeds, decoder: result_path.write_text(json.dumps({
+        "seeds": seeds, "decoder_path": decoder, "results": [{"guidance_scale": s, "form": f} for s in scales for f in release.JUDGE_FORMS]}))
+    write_result([1], str(work / flags[1]))
     commands = []
 
     def judged(command):
         commands.append(command)
-        write_result([int(seed) for seed in command[command.index("--seeds") + 1 : command.index("--forms")]])
+        write_result([int(seed) for seed in command[command.index("--seeds") + 1 : command.index("--forms")]], command[command.index("--decoder_path") + 1])
 
     monkeypatch.setattr(release, "run", judged)
-    results = release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
+    judge = lambda: release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
+    results = judge()
     assert len(commands) == 1 and list(results) == ["text decoder"]  # the only pipeline whose files exist, measured again
     assert json.loads(result_path.read_text())["seeds"] == list(release.JUDGE_SEEDS)
-    release.judge(release.WorkFiles(work, set()), outputs, per_class=10, judge_path=tmp_path / "judge.pt")
+    judge()
     assert len(commands) == 1  # judged at the release's seeds now: not again
+    write_result(list(release.JUDGE_SEEDS), str(work / "decoder_ema0.12345.pt"))  # made from another EMA
+    judge()
+    assert len(commands) == 2 and json.loads(result_path.read_text())["decoder_path"] == str(work / flags[1])
 
 
-def test_a_warm_restarted_stage_trains_twice_the_second_run_from_the_first_runs_shipped_ema(tmp_path):
+def test_a_warm_restarted_stage_trains_twice_the_second_run_from_the_first_runs_ema(tmp_path):
     stage = release.ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999"), 1000, "text decoder",
-                                 shipped_ema="0.999", restart=release.WarmRestart(steps=500, lr=1e-3, seed_offset=2))
+                                 restart=release.WarmRestart(steps=500, lr=1e-3, seed_offset=2, start_ema="0.999"))
     (first_metrics, first), (final_metrics, second) = stage.commands(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt")
     value = lambda command, flag: command[command.index(flag) + 1]
     assert (first_metrics, final_metrics) == (tmp_path / "decoder_first.json", tmp_path / "decoder.json")
