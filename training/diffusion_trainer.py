@@ -33,14 +33,13 @@ from models.pipeline import ClipConditioner, load_clip
 from training.stages import Stage, build_stage
 from training.unclip_configs import DiffusionTrainingConfig
 from utils.checkpoints import checkpoint_to_resume, load_checkpoint, save_checkpoint
+from training.loss_history import LOW_NOISE_STEPS, new_loss_history, record_loss
 from utils.errors import UserError, require
 from utils.files import write_json
 from utils.plotting import save_loss_curves
 from utils import distributed
 from utils.training import EMA, Throughput, adamw, autocast, configure_backends, count_parameters, gradient_scaler, resolve_device, seed_everything
 
-LOW_NOISE_STEPS = 100  # the loss on t < 100 is tracked on its own: it keeps falling after the total flattens
-LOSS_BUCKETS = 10  # the loss is also summed per tenth of the timestep range
 LOG_EVERY = 25  # steps between copies of the losses to the host (each copy waits for the GPU)
 
 
@@ -93,7 +92,7 @@ class DiffusionRun:
         self.pending_losses: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, per-sample loss [b], t [b]) not yet in history
         self.train_set = self.splits.training_set(config.captions, config.seed)
         self.batches = BatchStream(self.train_set, config.batch_size, self.generator)
-        self.history: dict = {"loss": [], "loss_low_noise": [], "loss_by_bucket": np.zeros((LOSS_BUCKETS, 2)).tolist()}
+        self.history: dict = new_loss_history()
         self.step, self.seconds = 0, 0.0
         self.throughput = Throughput()
         self.written: list[Path] = []
@@ -299,15 +298,3 @@ def train_unclip(config: DiffusionTrainingConfig, log: Callable[[str], None] = p
     run.dist.barrier()
     distributed.stop()
     return run.stage, metrics
-
-
-def record_loss(history: dict, step: int, per_sample: torch.Tensor, t: torch.Tensor, num_steps: int) -> None:
-    """Loss per step, on low-noise steps, and summed per bucket of the timestep range."""
-    history["loss"].append((step, per_sample.mean().item()))
-    low = t < LOW_NOISE_STEPS
-    if low.any():
-        history["loss_low_noise"].append((step, per_sample[low].mean().item()))
-    buckets = (t * LOSS_BUCKETS // num_steps).tolist()  # t in [0, T) -> bucket in [0, LOSS_BUCKETS)
-    for b, value in zip(buckets, per_sample.tolist()):
-        history["loss_by_bucket"][b][0] += value
-        history["loss_by_bucket"][b][1] += 1
