@@ -50,7 +50,7 @@ OUTPUT_DIR = Path("outputs/release")
 
 @dataclass(frozen=True)
 class WarmRestart:
-    """A second run that starts from the first run's shipped EMA (``unclip_train.py --init_from``) with a fresh optimizer
+    """A second run that starts from one of the first run's EMAs (``unclip_train.py --init_from``) with a fresh optimizer
     and learning-rate schedule (SGDR, Loshchilov & Hutter 2017): the first run is kept as ``<stage>_first.pt``."""
     steps: int
     lr: float  # its peak learning rate
@@ -74,21 +74,25 @@ class ReleaseStage:
         """What the shipped file holds beside the weights and config (models.pipeline.recommended_guidance reads it)."""
         return {"sampling": {"guidance_scale": self.guidance_scale}} if self.guidance_scale is not None else None
 
+    @property
+    def first_run_name(self) -> str:
+        """The file name (without suffix) of its first run: its own, unless a warm restart follows."""
+        return f"{self.name}_first" if self.restart else self.name
+
     def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[str]:
         """The command of its (first) run."""
-        name = f"{self.name}_first" if self.restart else self.name
-        return self.run_command(name, self.steps, self.flags, work, outputs, scale, seed, device, clip_path)
+        return self.run_command(self.first_run_name, self.steps, self.flags, work, outputs, scale, seed, device, clip_path)
 
     def commands(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[tuple[Path, list[str]]]:
         """Each run's metrics file and command, in order: its one run, or the first run and the warm restart from it."""
-        first = self.command(work, outputs, scale, seed, device, clip_path)
+        first = (work / f"{self.first_run_name}.json", self.command(work, outputs, scale, seed, device, clip_path))
         if not self.restart:
-            return [(work / f"{self.name}.json", first)]
-        first_path = work / f"{self.name}_first.pt"
+            return [first]
+        first_path = work / f"{self.first_run_name}.pt"
         start = extra_ema_path(first_path, self.restart.start_ema) if self.restart.start_ema else first_path
         flags = (*self.flags, "--lr", f"{self.restart.lr:g}", "--init_from", str(start))
         restart = self.run_command(self.name, self.restart.steps, flags, work, outputs, scale, seed + self.restart.seed_offset, device, clip_path)
-        return [(work / f"{self.name}_first.json", first), (work / f"{self.name}.json", restart)]
+        return [first, (work / f"{self.name}.json", restart)]
 
     def run_command(self, name: str, steps: int, flags: tuple[str, ...], work: Path, outputs: Path, scale: float, seed: int, device: str,
                     clip_path: Path | None) -> list[str]:
@@ -171,9 +175,10 @@ def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str)
             continue
         runs = stage.commands(files.work, outputs, scale, seed, device, files("clip.pt"))
         final_metrics = runs[-1][0]
-        for metrics_path, command in runs:
-            if not final_metrics.exists() and not metrics_path.exists():
-                run(command)
+        if not final_metrics.exists():  # a finished stage is not trained again, even where its first run's files are gone
+            for metrics_path, command in runs:
+                if not metrics_path.exists():
+                    run(command)
         metrics[stage.name] = json.loads(final_metrics.read_text())
         if stage.restart:
             metrics[stage.name]["first_run"] = json.loads(runs[0][0].read_text())
@@ -236,7 +241,7 @@ def ship(files: WorkFiles, metrics: dict[str, dict], out_dir: Path, judge_path: 
         written.append(export_weights(files.work / shipped_file(stage), weights, stage.extra_fields()))
         shipped_metrics = dict(metrics[stage.name])
         shipped_metrics["loss_curve"] = loss_curve(checkpoint, stage.kind)
-        first = files.work / f"{stage.name}_first.pt"
+        first = files.work / f"{stage.first_run_name}.pt"
         if stage.restart and "loss_curve" not in shipped_metrics["first_run"] and first.exists():
             shipped_metrics["first_run"] = {**shipped_metrics["first_run"], "loss_curve": loss_curve(first, stage.kind)}
         print(f"wrote {write_json(weights.with_suffix('.json'), shipped_metrics)}")
