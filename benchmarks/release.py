@@ -50,12 +50,13 @@ OUTPUT_DIR = Path("outputs/release")
 
 @dataclass(frozen=True)
 class WarmRestart:
-    """A second run that starts from one of the first run's EMAs (``unclip_train.py --init_from``) with a fresh optimizer
-    and learning-rate schedule (SGDR, Loshchilov & Hutter 2017): the first run is kept as ``<stage>_first.pt``."""
+    """A further run that starts from one of the previous run's EMAs (``unclip_train.py --init_from``) with a fresh
+    optimizer and learning-rate schedule (SGDR, Loshchilov & Hutter 2017). The runs before the last are kept as
+    ``<stage>_first.pt``, ``<stage>_restart1.pt``, ...; the last is ``<stage>.pt``."""
     steps: int
     lr: float  # its peak learning rate
-    seed_offset: int  # its seed is the release's plus this: another data order and noise than the first run's
-    start_ema: str | None = None  # start from this extra EMA of the first run (--extra_ema_decays), or its main one
+    seed_offset: int  # its seed is the release's plus this: another data order and noise than the runs before it
+    start_ema: str | None = None  # start from this extra EMA of the previous run (--extra_ema_decays), or its main one
 
 
 @dataclass(frozen=True)
@@ -68,31 +69,34 @@ class ReleaseStage:
     what: str
     shipped_ema: str | None = None  # ship this extra EMA (--extra_ema_decays) instead of the main one
     guidance_scale: float | None = None  # the guidance its file names: what generate_images.py samples it at by default
-    restart: WarmRestart | None = None  # train it again from its own weights after the first run
+    restarts: tuple[WarmRestart, ...] = ()  # train it again from its own weights after the first run, once per entry
 
     def extra_fields(self) -> dict | None:
         """What the shipped file holds beside the weights and config (models.pipeline.recommended_guidance reads it)."""
         return {"sampling": {"guidance_scale": self.guidance_scale}} if self.guidance_scale is not None else None
 
     @property
-    def first_run_name(self) -> str:
-        """The file name (without suffix) of its first run: its own, unless a warm restart follows."""
-        return f"{self.name}_first" if self.restart else self.name
+    def run_names(self) -> list[str]:
+        """The file names (without suffix) of its runs in order: its own, or the first run's, each restart's, and its own last."""
+        if not self.restarts:
+            return [self.name]
+        return [f"{self.name}_first", *(f"{self.name}_restart{i}" for i in range(1, len(self.restarts))), self.name]
 
     def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[str]:
         """The command of its (first) run."""
-        return self.run_command(self.first_run_name, self.steps, self.flags, work, outputs, scale, seed, device, clip_path)
+        return self.run_command(self.run_names[0], self.steps, self.flags, work, outputs, scale, seed, device, clip_path)
 
     def commands(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[tuple[Path, list[str]]]:
-        """Each run's metrics file and command, in order: its one run, or the first run and the warm restart from it."""
-        first = (work / f"{self.first_run_name}.json", self.command(work, outputs, scale, seed, device, clip_path))
-        if not self.restart:
-            return [first]
-        first_path = work / f"{self.first_run_name}.pt"
-        start = extra_ema_path(first_path, self.restart.start_ema) if self.restart.start_ema else first_path
-        flags = (*self.flags, "--lr", f"{self.restart.lr:g}", "--init_from", str(start))
-        restart = self.run_command(self.name, self.restart.steps, flags, work, outputs, scale, seed + self.restart.seed_offset, device, clip_path)
-        return [first, (work / f"{self.name}.json", restart)]
+        """Each run's metrics file and command, in order: its one run, or the first run and each warm restart from the one before."""
+        names = self.run_names
+        runs = [(work / f"{names[0]}.json", self.command(work, outputs, scale, seed, device, clip_path))]
+        for previous, name, restart in zip(names, names[1:], self.restarts):
+            previous_path = work / f"{previous}.pt"
+            start = extra_ema_path(previous_path, restart.start_ema) if restart.start_ema else previous_path
+            flags = (*self.flags, "--lr", f"{restart.lr:g}", "--init_from", str(start))
+            runs.append((work / f"{name}.json",
+                         self.run_command(name, restart.steps, flags, work, outputs, scale, seed + restart.seed_offset, device, clip_path)))
+        return runs
 
     def run_command(self, name: str, steps: int, flags: tuple[str, ...], work: Path, outputs: Path, scale: float, seed: int, device: str,
                     clip_path: Path | None) -> list[str]:
@@ -110,7 +114,7 @@ STAGES = (
     ReleaseStage("clip", "clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
     ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999", "0.9995"), 48000,
                  "text decoder: CLIP text embedding -> 28x28", guidance_scale=1.35,
-                 restart=WarmRestart(steps=40000, lr=1e-3, seed_offset=2, start_ema="0.999")),  # BENCHMARKS.md, eighteenth session
+                 restarts=(WarmRestart(steps=40000, lr=1e-3, seed_offset=2, start_ema="0.999"),)),  # BENCHMARKS.md, eighteenth session
     ReleaseStage("decoder_image", "decoder", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
     ReleaseStage("prior", "prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
     ReleaseStage("decoder_14px", "decoder", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
@@ -166,7 +170,7 @@ def run(command: list[str]) -> None:
 
 def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str) -> dict[str, dict]:
     """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
-    stage's holds its first run's under "first_run". A kept stage's metrics are those shipped beside its weights; the
+    stage's holds its earlier runs' in order under "earlier_runs". A kept stage's metrics are those shipped beside its weights; the
     others train on the kept CLIP if there is one."""
     metrics = {}
     for stage in STAGES:
@@ -180,14 +184,14 @@ def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str)
                 if not metrics_path.exists():
                     run(command)
         metrics[stage.name] = json.loads(final_metrics.read_text())
-        if stage.restart:
-            metrics[stage.name]["first_run"] = json.loads(runs[0][0].read_text())
+        if stage.restarts:
+            metrics[stage.name]["earlier_runs"] = [json.loads(path.read_text()) for path, _ in runs[:-1]]
     return metrics
 
 
 def training_minutes(stage_metrics: dict) -> float:
-    """A stage's training minutes, its first run's included when it was warm-restarted."""
-    return (stage_metrics["train_seconds"] + stage_metrics.get("first_run", {}).get("train_seconds", 0)) / 60
+    """A stage's training minutes, its earlier runs' included when it was warm-restarted."""
+    return sum(run["train_seconds"] for run in [stage_metrics, *stage_metrics.get("earlier_runs", [])]) / 60
 
 
 def judge(files: WorkFiles, outputs: Path, per_class: int, judge_path: Path) -> dict[str, dict]:
@@ -241,9 +245,10 @@ def ship(files: WorkFiles, metrics: dict[str, dict], out_dir: Path, judge_path: 
         written.append(export_weights(files.work / shipped_file(stage), weights, stage.extra_fields()))
         shipped_metrics = dict(metrics[stage.name])
         shipped_metrics["loss_curve"] = loss_curve(checkpoint, stage.kind)
-        first = files.work / f"{stage.first_run_name}.pt"
-        if stage.restart and "loss_curve" not in shipped_metrics["first_run"] and first.exists():
-            shipped_metrics["first_run"] = {**shipped_metrics["first_run"], "loss_curve": loss_curve(first, stage.kind)}
+        if stage.restarts:  # an earlier run's metrics file may hold its loss curve already, where its checkpoint is gone
+            shipped_metrics["earlier_runs"] = [
+                run if "loss_curve" in run or not (files.work / f"{name}.pt").exists() else {**run, "loss_curve": loss_curve(files.work / f"{name}.pt", stage.kind)}
+                for name, run in zip(stage.run_names, shipped_metrics["earlier_runs"])]
         print(f"wrote {write_json(weights.with_suffix('.json'), shipped_metrics)}")
     written.append(export_weights(judge_path, out_dir / f"judge{WEIGHTS_SUFFIX}"))
     for path in written:
@@ -285,8 +290,11 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
     for stage, path in zip(STAGES, weights):
         m = metrics[stage.name]
         steps = f"{m['epochs']} epochs" if stage.name == "clip" else f"{m['steps']:,}"
-        if "first_run" in m:
-            steps = f"{m['first_run']['steps']:,} + {steps} (warm restart at lr {m['config']['lr']:g})"
+        if m.get("earlier_runs"):
+            restarts = m["earlier_runs"][1:] + [m]
+            learning_rates = ", ".join(f"{run['config']['lr']:g}" for run in restarts)
+            steps = (" + ".join(f"{run['steps']:,}" for run in [m["earlier_runs"][0], *restarts])
+                     + f" (warm restart{'s' if len(restarts) > 1 else ''} at lr {learning_rates})")
         rate = m.get("train_samples_per_second", m.get("train_images_per_second"))
         what = stage.what + (" (kept from the previous release)" if stage.name in args.keep else "")
         what += f"; EMA {stage.shipped_ema}" if stage.shipped_ema else ""
@@ -319,7 +327,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
               "(and a thinned loss curve) are in the JSON file beside its weights.", "", "Measured with:", ""]
     lines += [f"    {result['command']}" for result in results.values()]
     if commands:  # none when every stage is kept
-        lines += ["", "Training commands (each stage's flags, all run with `--resume`; a warm restart starts from its first run's EMA):", ""]
+        lines += ["", "Training commands (each stage's flags, all run with `--resume`; a warm restart starts from an EMA of the run before it):", ""]
         lines += [f"    python {' '.join(command[1:])}" for command in commands]
     if args.card_note:
         lines += ["", args.card_note]

@@ -3,6 +3,7 @@ Training and judging are the trainers' and decoder_quality.py's, tested elsewher
 ``python benchmarks/release.py --scale 0.01``."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -76,7 +77,6 @@ def test_a_quality_row_pools_its_seeds():
 def test_a_result_judged_at_other_sampler_seeds_or_from_another_file_is_judged_again(tmp_path, monkeypatch):
     """A pipeline's result file from before the release judged at several seeds (or at other ones), or one made from
     another EMA than the pipeline now names, is measured again."""
-    import json
     work, outputs = tmp_path / "work", tmp_path / "outputs"
     work.mkdir()
     flags, scales = release.PIPELINES["text decoder"]
@@ -105,16 +105,45 @@ def test_a_result_judged_at_other_sampler_seeds_or_from_another_file_is_judged_a
     assert len(commands) == 2 and json.loads(result_path.read_text())["decoder_path"] == str(work / flags[1])
 
 
-def test_a_warm_restarted_stage_trains_twice_the_second_run_from_the_first_runs_ema(tmp_path):
+def test_a_warm_restarted_stage_trains_once_per_restart_each_run_from_the_one_befores_ema(tmp_path):
     stage = release.ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999"), 1000, "text decoder",
-                                 restart=release.WarmRestart(steps=500, lr=1e-3, seed_offset=2, start_ema="0.999"))
-    (first_metrics, first), (final_metrics, second) = stage.commands(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt")
+                                 restarts=(release.WarmRestart(steps=500, lr=1e-3, seed_offset=2, start_ema="0.999"),
+                                           release.WarmRestart(steps=300, lr=5e-4, seed_offset=3)))
+    runs = stage.commands(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt")
+    (first_metrics, first), (middle_metrics, middle), (final_metrics, last) = runs
     value = lambda command, flag: command[command.index(flag) + 1]
-    assert (first_metrics, final_metrics) == (tmp_path / "decoder_first.json", tmp_path / "decoder.json")
+    assert stage.run_names == ["decoder_first", "decoder_restart1", "decoder"]
+    assert [first_metrics, middle_metrics, final_metrics] == [tmp_path / f"{name}.json" for name in stage.run_names]
     assert value(first, "--save_path") == str(tmp_path / "decoder_first.pt") and value(first, "--steps") == "100"
     assert "--init_from" not in first and value(first, "--seed") == "5"
-    assert value(second, "--save_path") == str(tmp_path / "decoder.pt") and value(second, "--steps") == "50"
-    assert value(second, "--init_from") == str(tmp_path / "decoder_first_ema0.999.pt")
-    assert value(second, "--lr") == "0.001" and value(second, "--seed") == "7" and "--resume" in second
+    assert value(middle, "--save_path") == str(tmp_path / "decoder_restart1.pt") and value(middle, "--steps") == "50"
+    assert value(middle, "--init_from") == str(tmp_path / "decoder_first_ema0.999.pt")
+    assert value(middle, "--lr") == "0.001" and value(middle, "--seed") == "7" and "--resume" in middle
+    assert value(last, "--save_path") == str(tmp_path / "decoder.pt") and value(last, "--steps") == "30"
+    assert value(last, "--init_from") == str(tmp_path / "decoder_restart1.pt")  # no start_ema: the run's main EMA
+    assert value(last, "--lr") == "0.0005" and value(last, "--seed") == "8"
     assert stage.command(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt") == first
-    assert release.training_minutes({"train_seconds": 60, "first_run": {"train_seconds": 120}}) == 3
+    assert release.ReleaseStage("prior", "prior", "unclip_train.py", (), 10, "prior").run_names == ["prior"]
+    assert release.training_minutes({"train_seconds": 60, "earlier_runs": [{"train_seconds": 120}, {"train_seconds": 60}]}) == 4
+    assert release.training_minutes({"train_seconds": 60}) == 1
+
+
+def test_train_runs_each_missing_run_in_order_and_keeps_the_earlier_runs_metrics(tmp_path, monkeypatch):
+    stage = release.ReleaseStage("decoder", "decoder", "unclip_train.py", (), 1000, "text decoder",
+                                 restarts=(release.WarmRestart(500, 1e-3, 2), release.WarmRestart(500, 1e-3, 3)))
+    ran = []
+
+    def fake_run(command):  # each run writes its metrics file, as unclip_train.py does at its end
+        save_path = Path(command[command.index("--save_path") + 1])
+        ran.append(save_path.stem)
+        save_path.with_suffix(".json").write_text(json.dumps({"train_seconds": 60.0, "steps": int(command[command.index("--steps") + 1])}))
+
+    monkeypatch.setattr(release, "STAGES", (release.STAGES[0], stage))  # the shipped CLIP, kept
+    monkeypatch.setattr(release, "run", fake_run)
+    (tmp_path / "decoder_first.json").write_text(json.dumps({"train_seconds": 120.0, "steps": 1000}))  # finished before an interruption
+    metrics = release.train(release.WorkFiles(tmp_path, {"clip"}), tmp_path / "out", 1.0, 0, "cpu")
+    assert ran == ["decoder_restart1", "decoder"]
+    assert [run["steps"] for run in metrics["decoder"]["earlier_runs"]] == [1000, 500]
+    assert release.training_minutes(metrics["decoder"]) == 4
+    release.train(release.WorkFiles(tmp_path, {"clip"}), tmp_path / "out", 1.0, 0, "cpu")
+    assert ran == ["decoder_restart1", "decoder"]  # a finished stage is not trained again
