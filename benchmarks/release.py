@@ -168,12 +168,12 @@ def run(command: list[str]) -> None:
         sys.exit(f"error: {command[1]} stopped with exit code {code} (its message is above); the release stops here and resumes with the same command")
 
 
-def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str) -> dict[str, dict]:
+def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str, stages: tuple[ReleaseStage, ...] | None = None) -> dict[str, dict]:
     """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
     stage's holds its earlier runs' in order under "earlier_runs". A kept stage's metrics are those shipped beside its weights; the
-    others train on the kept CLIP if there is one."""
+    others train on the kept CLIP if there is one. ``stages``: the release's (STAGES) unless another recipe names its own."""
     metrics = {}
-    for stage in STAGES:
+    for stage in stages or STAGES:
         if stage.name in files.kept:
             metrics[stage.name] = json.loads((PRETRAINED_DIR / f"{stage.name}.json").read_text())
             continue
@@ -269,6 +269,18 @@ def thinned(curve: list, points: int = 400) -> list:
     return [[run[-1][0], sum(v for _, v in run) / len(run)] for run in runs]
 
 
+def steps_text(stage: ReleaseStage, metrics: dict) -> str:
+    """A stage's training length as a card shows it: "30 epochs", "8,000", or "48,000 + 40,000 (warm restart at lr 0.001)"."""
+    if stage.script == "clip_train.py":
+        return f"{metrics['epochs']} epochs"
+    if not metrics.get("earlier_runs"):
+        return f"{metrics['steps']:,}"
+    restarts = [*metrics["earlier_runs"][1:], metrics]
+    learning_rates = ", ".join(f"{run['config']['lr']:g}" for run in restarts)
+    return (" + ".join(f"{run['steps']:,}" for run in [metrics["earlier_runs"][0], *restarts])
+            + f" (warm restart{'s' if len(restarts) > 1 else ''} at lr {learning_rates})")
+
+
 def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list[Path], commands: list[list[str]], args: argparse.Namespace) -> str:
     """pretrained/README.md: what was trained on what, for how long, and how good it measured."""
     clip = metrics["clip"]
@@ -289,12 +301,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
     ]
     for stage, path in zip(STAGES, weights):
         m = metrics[stage.name]
-        steps = f"{m['epochs']} epochs" if stage.name == "clip" else f"{m['steps']:,}"
-        if m.get("earlier_runs"):
-            restarts = m["earlier_runs"][1:] + [m]
-            learning_rates = ", ".join(f"{run['config']['lr']:g}" for run in restarts)
-            steps = (" + ".join(f"{run['steps']:,}" for run in [m["earlier_runs"][0], *restarts])
-                     + f" (warm restart{'s' if len(restarts) > 1 else ''} at lr {learning_rates})")
+        steps = steps_text(stage, m)
         rate = m.get("train_samples_per_second", m.get("train_images_per_second"))
         what = stage.what + (" (kept from the previous release)" if stage.name in args.keep else "")
         what += f"; EMA {stage.shipped_ema}" if stage.shipped_ema else ""

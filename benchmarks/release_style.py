@@ -23,7 +23,8 @@ import common  # noqa: F401
 
 from evaluation.judge import default_judge_path
 from evaluation.reports import machine
-from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, judging_flags, quality_is_stale, run
+from models.samplers import DEFAULT_GUIDANCE_SCALE
+from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, WorkFiles, judging_flags, quality_is_stale, run, shipped_file, steps_text, train, training_minutes
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
 from utils.files import write_json
 
@@ -32,17 +33,19 @@ STYLE_STAGES = (
                  "tiny CLIP on style captions, max-pooled text LSTM"),
     ReleaseStage("decoder", "decoder", "unclip_train.py", ("--captions", "style"), 8000, "text decoder on style captions: CLIP text embedding -> 28x28"),
 )
-GUIDANCE = 2.0  # the decoders' default
+DECODER = STYLE_STAGES[-1]
+GUIDANCE = DECODER.guidance_scale or DEFAULT_GUIDANCE_SCALE  # what it is judged and (named in its file) sampled at
 
 
 def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_class: int) -> tuple[dict, dict]:
     """(attributes.py's result, decoder_quality.py's result), each measured again when the decoder is newer than it
-    (and the second when it was judged at other settings than the release's, release.quality_is_stale)."""
+    or was judged at another guidance scale (and the second at other settings than the release's, release.quality_is_stale)."""
     results = []
-    decoder = work / "decoder.pt"
+    decoder = work / shipped_file(DECODER)
     for name, script, flags, stale in (
-            ("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt)],
-             lambda path: not path.exists() or path.stat().st_mtime < decoder.stat().st_mtime),
+            ("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt), "--guidance_scale", str(GUIDANCE)],
+             lambda path: (not path.exists() or path.stat().st_mtime < decoder.stat().st_mtime
+                           or json.loads(path.read_text()).get("guidance_scale") != GUIDANCE)),
             ("quality", "benchmarks/decoder_quality.py", ["--per_class", str(per_class), *judging_flags([GUIDANCE])],
              lambda path: quality_is_stale(path, [decoder], [GUIDANCE]))):
         path = outputs / f"{name}.json"
@@ -58,13 +61,13 @@ def model_card(metrics: dict, attributes: dict, quality: dict, weights: list[Pat
     text = attributes["results"]["text decoder"]
     lines = ["# Shipped weights: style captions", "",
              f"Made by `python benchmarks/release_style.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on {time.strftime('%Y-%m-%d')}, "
-             f"{machine()}, {sum(m['train_seconds'] for m in metrics.values()) / 60:.0f} minutes of training. The data and split are the "
+             f"{machine()}, {sum(training_minutes(m) for m in metrics.values()):.0f} minutes of training. The data and split are the "
              "release's (../README.md); the captions name each digit's measured thickness, slant and width terciles.", "",
              "| file | stage | steps | training minutes | parameters |", "|---|---|---|---|---|"]
     for stage, path in zip(STYLE_STAGES, weights):
         m = metrics[stage.name]
-        steps = f"{m['epochs']} epochs" if stage.name == "clip" else f"{m['steps']:,}"
-        lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {stage.what} | {steps} | {m['train_seconds'] / 60:.1f} | {m['parameters']:,} |")
+        what = stage.what + (f"; samples at guidance {stage.guidance_scale:g} by default" if stage.guidance_scale is not None else "")
+        lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {what} | {steps_text(stage, m)} | {training_minutes(m):.1f} | {m['parameters']:,} |")
     lines += ["", f"Adherence ({attributes['per_prompt']} images per prompt, guidance {attributes['guidance_scale']:g}): the AUC that the image drawn for the high word "
               "(\"a thick six\") measures higher than the one for the low word (\"a thin six\"), mean over digits (worst digit); then the share in the tercile asked for.", "",
               "| phrasing | " + " | ".join(next(iter(text["adherence"].values()))) + " |", "|---|" + "---|" * len(next(iter(text["adherence"].values())))]
@@ -99,13 +102,10 @@ def main() -> None:
     work, outputs = WORK_DIR.parent / run_name / "style", OUTPUT_DIR.parent / run_name / "style"
     out_dir = PRETRAINED_DIR / "style" if run_name == "release" else outputs / "pretrained"
     judge_path = default_judge_path("mnist")
-    commands = [stage.command(work, outputs, args.scale, args.seed, args.device) for stage in STYLE_STAGES]
-    for stage, command in zip(STYLE_STAGES, commands):
-        if not (work / f"{stage.name}.json").exists():
-            run(command)
-    metrics = {stage.name: json.loads((work / f"{stage.name}.json").read_text()) for stage in STYLE_STAGES}
+    metrics = train(WorkFiles(work, set()), outputs, args.scale, args.seed, args.device, STYLE_STAGES)
+    commands = [command for stage in STYLE_STAGES for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device)]
     attributes, quality = measure(work, outputs, judge_path, args.per_prompt, args.per_class)
-    weights = [export_weights(work / f"{stage.name}.pt", out_dir / f"{stage.name}{WEIGHTS_SUFFIX}") for stage in STYLE_STAGES]
+    weights = [export_weights(work / shipped_file(stage), out_dir / f"{stage.name}{WEIGHTS_SUFFIX}", stage.extra_fields()) for stage in STYLE_STAGES]
     for stage, path in zip(STYLE_STAGES, weights):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         print(f"wrote {write_json(path.with_suffix('.json'), metrics[stage.name])}")

@@ -126,3 +126,26 @@ def test_embedding_augmentation_conditions_on_a_moved_copy_and_keeps_the_target(
 def test_bad_embedding_noise_is_refused(capsys, tmp_path, tiny_clip_path, argv, match):
     argv = ["--clip_model_path", tiny_clip_path, *argv, "--save_path", tmp_path / "d.pt"]
     assert_one_line_error(capsys, run_cli(unclip_train.main, argv), match)
+
+
+def test_dropout_is_active_while_training_and_off_when_sampling(tiny_clip_path, embedded_splits):
+    splits = embedded_splits.subset(64, seed=0)
+    conditioner = ClipConditioner(load_clip(str(tiny_clip_path)))
+    config = DecoderTrainingConfig(clip_model_path=str(tiny_clip_path), dropout=0.5, channels="8,16")
+    bundle = DecoderStage(config, conditioner, splits).bundle
+    assert bundle.config.unet.dropout == 0.5  # saved with the model config
+    x, t, cond = torch.randn(4, 1, 28, 28), torch.full((4,), 500), conditioner.text(["six"] * 4)
+    with torch.no_grad():
+        for parameter in bundle.model.parameters():  # as if trained: the blocks' zero-initialised output layers would hide the dropout
+            parameter.normal_(0, 0.1)
+        bundle.model.train()
+        assert not torch.equal(bundle.model(x, t, cond), bundle.model(x, t, cond))  # a fresh dropout mask each pass
+        bundle.model.eval()
+        assert torch.equal(bundle.model(x, t, cond), bundle.model(x, t, cond))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1])
+def test_impossible_dropout_is_refused(capsys, tmp_path, tiny_clip_path, value):
+    argv = ["--clip_model_path", tiny_clip_path, "--dropout", value, "--save_path", tmp_path / "d.pt"]
+    assert_one_line_error(capsys, run_cli(unclip_train.main, argv), "--dropout must be at least 0 and below 1")
+    assert not (tmp_path / "d.pt").exists()

@@ -126,7 +126,7 @@ class UNetStage:
         self.size, self.low_res_size = size, low_res_size
         model_config = DecoderConfig(
             unet=UNetConfig(image_channels=image_channels, image_size=size, channels=config.channel_tuple(), blocks_per_level=config.blocks_per_level,
-                            full_res_channels=config.full_res_channels, condition_dim=clip.config.embed_dim,
+                            full_res_channels=config.full_res_channels, dropout=config.dropout, condition_dim=clip.config.embed_dim,
                             token_dim=clip.text_encoder.token_dim if self.use_tokens else 0,
                             low_res_channels=image_channels if low_res_size else 0, noise_level_conditioning=bool(low_res_size)),
             schedule=schedule_config(config), condition=config.condition, clip=clip_fingerprint(clip), dataset=splits.name, low_res_size=low_res_size,

@@ -122,6 +122,8 @@ class UNetStageConfig(DiffusionTrainingConfig):
     channels: str = option("32,48,64", "UNet channels per level, comma separated; level 0 runs at half resolution")
     blocks_per_level: int = option(1, "residual blocks per UNet level")
     full_res_channels: int = option(0, "channels of a small residual refinement at full resolution after the UNet (0: none)")
+    dropout: float = option(0.0, "dropout inside the UNet's residual blocks while training (DDPM: 0.1 on CIFAR-10); a regulariser for "
+                                 "long runs on few images (BENCHMARKS.md, nineteenth session: the decoder starts to learn its training images)")
     # logit: the two-sample test tells the 4,000-step decoder's digits from real ones at 0.70 instead of 0.95 (BENCHMARKS.md, "What gives the pictures away")
     pixel_space: str = option("logit", "where the diffusion runs: logit (black and full ink stretched, models/pixel_space.py) or linear pixels",
                               choices=list(PIXEL_SPACES))
@@ -144,6 +146,7 @@ class UNetStageConfig(DiffusionTrainingConfig):
         require(self.blocks_per_level > 0, f"--blocks_per_level must be positive, got {self.blocks_per_level}")
         require(0 < self.logit_delta < 0.5, f"--logit_delta must lie between 0 and 0.5, got {self.logit_delta}")
         require(self.full_res_channels >= 0, f"--full_res_channels must be 0 or positive, got {self.full_res_channels}")
+        require(0 <= self.dropout < 1, f"--dropout must be at least 0 and below 1, got {self.dropout}")
         require(not (self.cross_attention and self.condition == "image"), "--cross_attention needs --condition text (images have no tokens)")
 
 
