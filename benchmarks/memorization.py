@@ -3,7 +3,7 @@
     python benchmarks/memorization.py --clip_model_path pretrained/clip.safetensors \\
         --decoder_paths pretrained/decoder.safetensors checkpoints/decoder_restart2/decoder.pt
 
-1. **Denoising loss gap.** The decoder's loss (its own target, unweighted, DDPM's L_simple) on the same number of
+1. **Denoising loss gap.** The decoder's training loss (``NoiseSchedule.loss``) on the same number of
    training and held-out images, each noised at the same grid of timesteps with the same noise and conditioned on
    its class word ("six"). A decoder that has learned the training images themselves denoises them better than
    digits it never saw: held-out loss over training loss above 1, most at low and middle noise, where the details
@@ -42,8 +42,7 @@ def denoising_loss(decoder: Decoder, images: torch.Tensor, cond, seed: int = 0) 
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         t = torch.full((len(x0),), t_value, dtype=torch.long, device=x0.device)
         output = decoder.model(schedule.q_sample(x0, t, noise), t, cond)
-        target = schedule.training_target(x0, noise, t)
-        losses.append(((output.float() - target) ** 2).flatten(1).mean(1).mean())
+        losses.append(schedule.loss(output, x0, noise, t).mean())
     return torch.stack(losses)
 
 

@@ -71,6 +71,12 @@ class ReleaseStage:
     guidance_scale: float | None = None  # the guidance its file names: what generate_images.py samples it at by default
     restarts: tuple[WarmRestart, ...] = ()  # train it again from its own weights after the first run, once per entry
 
+    def description(self, kept: bool = False) -> str:
+        """What a model card says it is: ``what``, whether it was kept (``--keep``), the EMA it ships and the guidance it names."""
+        text = self.what + (" (kept from the previous release)" if kept else "")
+        text += f"; EMA {self.shipped_ema}" if self.shipped_ema else ""
+        return text + (f"; samples at guidance {self.guidance_scale:g} by default" if self.guidance_scale is not None else "")
+
     def extra_fields(self) -> dict | None:
         """What the shipped file holds beside the weights and config (models.pipeline.recommended_guidance reads it)."""
         return {"sampling": {"guidance_scale": self.guidance_scale}} if self.guidance_scale is not None else None
@@ -246,9 +252,13 @@ def ship(files: WorkFiles, metrics: dict[str, dict], out_dir: Path, judge_path: 
         shipped_metrics = dict(metrics[stage.name])
         shipped_metrics["loss_curve"] = loss_curve(checkpoint, stage.kind)
         if stage.restarts:  # an earlier run's metrics file may hold its loss curve already, where its checkpoint is gone
-            shipped_metrics["earlier_runs"] = [
-                run if "loss_curve" in run or not (files.work / f"{name}.pt").exists() else {**run, "loss_curve": loss_curve(files.work / f"{name}.pt", stage.kind)}
-                for name, run in zip(stage.run_names, shipped_metrics["earlier_runs"])]
+            earlier_runs = []
+            for name, run in zip(stage.run_names, shipped_metrics["earlier_runs"]):
+                run_checkpoint = files.work / f"{name}.pt"
+                if "loss_curve" not in run and run_checkpoint.exists():
+                    run = {**run, "loss_curve": loss_curve(run_checkpoint, stage.kind)}
+                earlier_runs.append(run)
+            shipped_metrics["earlier_runs"] = earlier_runs
         print(f"wrote {write_json(weights.with_suffix('.json'), shipped_metrics)}")
     written.append(export_weights(judge_path, out_dir / f"judge{WEIGHTS_SUFFIX}"))
     for path in written:
@@ -303,9 +313,7 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
         m = metrics[stage.name]
         steps = steps_text(stage, m)
         rate = m.get("train_samples_per_second", m.get("train_images_per_second"))
-        what = stage.what + (" (kept from the previous release)" if stage.name in args.keep else "")
-        what += f"; EMA {stage.shipped_ema}" if stage.shipped_ema else ""
-        what += f"; samples at guidance {stage.guidance_scale:g} by default" if stage.guidance_scale is not None else ""
+        what = stage.description(kept=stage.name in args.keep)
         lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {what} | {steps} | {m['config']['batch_size']} | "
                      f"{training_minutes(m):.1f} | {rate:,.0f} | {m['device']} | {m['parameters']:,} |")
     lines += ["", f"CLIP zero-shot accuracy on the held-out images: {clip['zero_shot_word']:.1%} with word prompts (\"six\"), "

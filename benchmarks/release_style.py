@@ -69,8 +69,7 @@ def model_card(metrics: dict, attributes: dict, quality: dict, weights: list[Pat
              "| file | stage | steps | training minutes | parameters |", "|---|---|---|---|---|"]
     for stage, path in zip(STYLE_STAGES, weights):
         m = metrics[stage.name]
-        what = stage.what + (f"; samples at guidance {stage.guidance_scale:g} by default" if stage.guidance_scale is not None else "")
-        lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {what} | {steps_text(stage, m)} | {training_minutes(m):.1f} | {m['parameters']:,} |")
+        lines.append(f"| `{path.name}` ({path.stat().st_size / 1e6:.1f} MB) | {stage.description()} | {steps_text(stage, m)} | {training_minutes(m):.1f} | {m['parameters']:,} |")
     lines += ["", f"Adherence ({attributes['per_prompt']} images per prompt, guidance {attributes['guidance_scale']:g}): the AUC that the image drawn for the high word "
               "(\"a thick six\") measures higher than the one for the low word (\"a thin six\"), mean over digits (worst digit); then the share in the tercile asked for.", "",
               "| phrasing | " + " | ".join(next(iter(text["adherence"].values()))) + " |", "|---|" + "---|" * len(next(iter(text["adherence"].values())))]
