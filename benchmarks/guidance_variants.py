@@ -29,6 +29,7 @@ import time
 
 import common  # noqa: F401
 from evaluation.reports import add_device_argument, use_device, write_result
+from utils.cli import run_main
 import torch
 
 from dataloading.datasets import load_dataset
@@ -39,6 +40,7 @@ from utils.images import to_uint8
 from evaluation.attributes import attribute_shares
 from evaluation.judge import QualityReference, load_or_train_judge
 from evaluation.two_sample import classifier_two_sample_test, pixel_statistics, real_sets
+from decoder_quality import mean_over_seeds
 
 DEFAULT_VARIANTS = ["cfg=1.5", "cfg=2", "cfg=3", "cfg=2,interval=500:999", "cfg=3,interval=500:999", "cfg=3,interval=0:700",
                     "cfg=2,rescale=0.7", "cfg=1,ag=2", "cfg=1.5,ag=1.5", "cfg=2,ag=1.5"]
@@ -94,7 +96,7 @@ class GuidanceVariant(Denoiser):
         return x0, self.schedule.eps_from_x0(x0, x, t_batch)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip_model_path", default="checkpoints/clip.pt")
     parser.add_argument("--decoder_path", default="checkpoints/decoder.pt")
@@ -105,10 +107,12 @@ def main() -> None:
     parser.add_argument("--spacing", default=SamplingOptions.spacing, choices=SPACINGS)
     parser.add_argument("--per_class", type=int, default=50)
     parser.add_argument("--form", default="word")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="sampler seeds: each row is the mean over one image set per seed "
+                        "(decoder_quality.mean_over_seeds)")
     parser.add_argument("--name", default="guidance_variants")
     parser.add_argument("--two_sample", action=argparse.BooleanOptionalAction, default=True, help="run the classifier two-sample test")
     add_device_argument(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = use_device(args.device)
 
     variants = [(text, parse_variant(text)) for text in args.variants]
@@ -127,25 +131,32 @@ def main() -> None:
     shape = (len(labels), *splits.image_shape)
     rows = []
     for text, settings in variants:
-        start = time.perf_counter()
-        generator = torch.Generator().manual_seed(1)  # the same starting noise for every variant
-        drawn = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps, spacing=args.spacing), generator)
-        images = decoder.pixel_space.decode(drawn.clamp(-1, 1))  # as Decoder.generate returns them
-        result = reference.evaluate(images, labels)
-        result.update(variant=text, frechet_ratio=reference.ratio(result["frechet"]), seconds=round(time.perf_counter() - start, 1),
-                      pixels=pixel_statistics(images), attribute_terciles=attribute_shares(to_uint8(images), labels, splits))
-        if args.two_sample:
-            result["two_sample"] = classifier_two_sample_test(images, real, labels, real_labels)
-        rows.append(result)
-        two_sample = f"  two-sample {result['two_sample']['accuracy']:.3f}" if args.two_sample else ""
-        print(f"{text:28s} accuracy {result['accuracy']:.4f} (worst digit {result['min_class_accuracy']:.2f})  "
-              f"Frechet {result['frechet_ratio']:.2f}x real{two_sample}  mean pixel {result['pixels']['mean']:.4f}  [{result['seconds']:.0f} s]")
+        per_seed = []
+        for seed in args.seeds:
+            start = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed)  # the same starting noise for every variant
+            drawn = sample(GuidanceVariant(decoder, cond, settings, weak), decoder.schedule, shape, SamplingOptions(steps=args.steps, spacing=args.spacing), generator)
+            images = decoder.pixel_space.decode(drawn.clamp(-1, 1))  # as Decoder.generate returns them
+            result = reference.evaluate(images, labels)
+            result.update(seed=seed, frechet_ratio=reference.ratio(result["frechet"]), seconds=round(time.perf_counter() - start, 1),
+                          pixels=pixel_statistics(images), attribute_terciles=attribute_shares(to_uint8(images), labels, splits))
+            if args.two_sample:
+                result["two_sample"] = classifier_two_sample_test(images, real, labels, real_labels)
+            per_seed.append(result)
+        row = mean_over_seeds(per_seed)
+        row.update(variant=text, attribute_terciles={name: [sum(shares) / len(per_seed) for shares in zip(*(r["attribute_terciles"][name] for r in per_seed))]
+                                                     for name in per_seed[0]["attribute_terciles"]})
+        rows.append(row)
+        two_sample = f"  two-sample {row['two_sample']['accuracy']:.3f}" if args.two_sample else ""
+        print(f"{text:28s} accuracy {row['accuracy']:.4f} (worst digit {row['min_class_accuracy']:.3f})  "
+              f"Frechet {row['frechet_ratio']:.2f}x real (seeds {' / '.join(f'{r:.2f}' for r in row['frechet_ratio_per_seed'])}){two_sample}  "
+              f"mean pixel {row['pixels']['mean']:.4f}  [{row['seconds']:.0f} s]")
         print(" " * 29 + "tercile shares (low / middle / high; real about 1/3 each): " + "  ".join(
-            f"{name} {' / '.join(f'{v:.2f}' for v in shares)}" for name, shares in result["attribute_terciles"].items()))
+            f"{name} {' / '.join(f'{v:.2f}' for v in shares)}" for name, shares in row["attribute_terciles"].items()))
     write_result(args.name, {"decoder_path": args.decoder_path, "weak_decoder_path": args.weak_decoder_path if weak else None,
-                             "steps": args.steps, "spacing": args.spacing, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real,
+                             "steps": args.steps, "spacing": args.spacing, "seeds": args.seeds, "per_class": args.per_class, "form": args.form, "real_vs_real": reference.real,
                              "real_pixels": pixel_statistics(real), "results": rows})
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a missing or mismatched file: one line, exit code 2
