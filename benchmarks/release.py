@@ -160,8 +160,9 @@ class WorkFiles:
         self.work, self.kept = work, kept
 
     def __call__(self, file_name: str) -> Path:
-        stage = next(stage for stage in STAGES if file_name == f"{stage.name}.pt" or file_name.startswith(f"{stage.name}_ema"))
-        if stage.name not in self.kept:
+        kept = (stage for stage in STAGES if stage.name in self.kept)
+        stage = next((stage for stage in kept if file_name == f"{stage.name}.pt" or file_name.startswith(f"{stage.name}_ema")), None)
+        if stage is None:  # a stage trained in the work folder, of this release or of another recipe (release_style.py)
             return self.work / file_name
         shipped = Path(os.path.relpath(PRETRAINED_DIR / f"{stage.name}{WEIGHTS_SUFFIX}"))  # relative: the model card prints it
         return shipped if file_name == shipped_file(stage) else self.work / "absent" / file_name

@@ -32,6 +32,8 @@ def test_kept_stages_are_read_from_the_shipped_weights(tmp_path):
     assert kept_decoder(shipped).resolve() == (release.PRETRAINED_DIR / "decoder.safetensors").resolve()
     unshipped = next(f"decoder_ema{decay}.pt" for decay in ("0.999", "0.9995") if f"decoder_ema{decay}.pt" != shipped)
     assert not kept_decoder(unshipped).exists()  # the EMAs a kept decoder does not ship are absent: their pipelines are left out
+    style = release.WorkFiles(tmp_path, kept=set())  # release_style.py: its own stages, none of them kept
+    assert style("style_decoder.pt") == tmp_path / "style_decoder.pt" and style("decoder_first_ema0.999.pt") == tmp_path / "decoder_first_ema0.999.pt"
 
 
 def test_the_card_shows_the_command_without_its_note():
