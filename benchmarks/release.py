@@ -168,6 +168,12 @@ class WorkFiles:
         return shipped if file_name == shipped_file(stage) else self.work / "absent" / file_name
 
 
+def card_judge_path() -> Path:
+    """The MNIST judge every release is judged by, relative to here as its model card prints it: checkpoints/judge.pt
+    (decoder_quality.py trains and caches it on its first run), else the shipped judge."""
+    return Path(os.path.relpath(default_judge_path("mnist")))
+
+
 def run(command: list[str]) -> None:
     print("$ " + " ".join(command[1:] if command[0] == sys.executable else command), flush=True)
     code = subprocess.run(command).returncode
@@ -380,7 +386,7 @@ def main() -> None:
     run_name = args.run_name + ("_trial" if trial else "")
     work, outputs = WORK_DIR.parent / run_name, OUTPUT_DIR.parent / run_name
     out_dir = Path(args.out_dir) if args.out_dir else (PRETRAINED_DIR if run_name == "release" else outputs / "pretrained")
-    judge_path = Path(os.path.relpath(default_judge_path("mnist")))  # relative, as the card prints it: checkpoints/judge.pt (decoder_quality.py trains and caches it on its first run), else the shipped judge
+    judge_path = card_judge_path()
     print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
     files = WorkFiles(work, set(args.keep))
     metrics = train(files, outputs, args.scale, args.seed, args.device)

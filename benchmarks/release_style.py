@@ -21,10 +21,9 @@ from pathlib import Path
 
 import common  # noqa: F401
 
-from evaluation.judge import default_judge_path
 from evaluation.reports import machine
 from models.samplers import DEFAULT_GUIDANCE_SCALE
-from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, WarmRestart, WorkFiles, judging_flags, quality_is_stale, run, shipped_file, shown_arguments, steps_text, train, training_minutes
+from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, WarmRestart, WorkFiles, card_judge_path, judging_flags, quality_is_stale, run, shipped_file, shown_arguments, steps_text, train, training_minutes
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
 from utils.files import write_json
 
@@ -105,7 +104,7 @@ def main() -> None:
     run_name = "release" + ("_trial" if args.scale < 1 else "")
     work, outputs = WORK_DIR.parent / run_name / "style", OUTPUT_DIR.parent / run_name / "style"
     out_dir = PRETRAINED_DIR / "style" if run_name == "release" else outputs / "pretrained"
-    judge_path = default_judge_path("mnist")
+    judge_path = card_judge_path()
     metrics = train(WorkFiles(work, set()), outputs, args.scale, args.seed, args.device, STYLE_STAGES)
     commands = [command for stage in STYLE_STAGES for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device)]
     attributes, quality = measure(work, outputs, judge_path, args.per_prompt, args.per_class)
