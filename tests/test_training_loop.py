@@ -129,6 +129,13 @@ def test_init_from_starts_from_another_runs_weights_with_a_fresh_schedule(tmp_pa
     assert started["training"]["step"] == 1 and len(started["training"]["history"]["loss"]) == 1
     assert started["training"]["optimizer"]["state"][0]["step"] == 1  # Adam's moments are new, not a.pt's
 
+    # Dropout shapes no weight: a restart may add it (the weights come from a.pt, the config keeps this run's rate)
+    with_dropout = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 1, "--lr", 1e-12, "--init_from", tmp_path / "a.pt", "--dropout", 0.1)
+    assert run_cli(unclip_train.main, with_dropout) == 0
+    restarted = load_checkpoint(tmp_path / "d.pt", "decoder")
+    assert restarted["config"]["unet"]["dropout"] == 0.1
+    assert all(torch.allclose(value, source["ema"][key], atol=1e-6) for key, value in restarted["ema"].items())
+
     # A checkpoint that --resume finds takes precedence: its weights already began at --init_from
     monkeypatch.setattr(diffusion_trainer.DiffusionRun, "initialize_from", lambda run, path: pytest.fail("initialised a resumed run"))
     argv[argv.index("--steps") + 1] = 2

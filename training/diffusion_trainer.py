@@ -124,13 +124,17 @@ class DiffusionRun:
             self.train_set.rng.seed(self.config.seed + self.step)
         self.log(f"resumed {path} at step {self.step}")
 
-    def require_same_model(self, state: dict, refusal: str) -> None:
-        """Refuse (``refusal``: why not) weights saved for another model config, schedule, CLIP or caption style."""
+    def require_same_model(self, state: dict, refusal: str, other_dropout: bool = False) -> None:
+        """Refuse (``refusal``: why not) weights saved for another model config, schedule, CLIP or caption style.
+        ``other_dropout``: the weights may have been trained with another dropout rate (it regularizes, it shapes no weight)."""
         try:  # read as a load would: fields added since take their old meaning
-            saved = type(self.stage.bundle.config).from_dict(state["config"])
+            saved = type(self.stage.bundle.config).from_dict(state["config"]).to_dict()
         except (KeyError, TypeError) as err:
             raise UserError(f"{refusal}: its model config is damaged ({type(err).__name__})") from None
-        require(saved.to_dict() == self.stage.bundle.config.to_dict(), f"{refusal}: it was trained with another model, schedule or CLIP")
+        mine = self.stage.bundle.config.to_dict()
+        if other_dropout and "dropout" in mine.get("unet", {}):
+            saved["unet"]["dropout"] = mine["unet"]["dropout"]
+        require(saved == mine, f"{refusal}: it was trained with another model, schedule or CLIP")
         saved_config = state.get("training", {}).get("config")  # shipped weights carry no training state
         if saved_config is not None:
             saved_captions = saved_config.get("captions", "class")
@@ -139,9 +143,9 @@ class DiffusionRun:
     def initialize_from(self, path: str | Path) -> None:
         """Start from another run's EMA weights (``--init_from``): the network and every EMA take them; the optimizer,
         learning-rate schedule, step count and history start afresh, so the run is a warm restart (SGDR, Loshchilov &
-        Hutter 2017) or a fine-tune of those weights."""
+        Hutter 2017) or a fine-tune of those weights, with or without the dropout they were trained with (``--dropout``)."""
         state = load_checkpoint(path, self.stage.kind)
-        self.require_same_model(state, f"cannot start from {path}")
+        self.require_same_model(state, f"cannot start from {path}", other_dropout=True)
         self.model.load_state_dict(state["ema"])
         for ema in (self.ema, *self.extra_emas.values()):
             ema.model.load_state_dict(state["ema"])
