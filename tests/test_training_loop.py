@@ -62,13 +62,14 @@ def test_an_interrupted_run_resumes_step_for_step(tmp_path, tiny_clip_path, monk
 
 
 def test_extra_emas_are_written_as_decoders_and_must_match_on_resume(tmp_path, tiny_clip_path, capsys):
-    argv = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 30, "--extra_ema_decays", 0.5, 0.99)
+    argv = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 30, "--extra_ema_decays", 0, 0.5, 0.99)
     assert run_cli(unclip_train.main, argv) == 0
-    main, short, long = (Decoder.load(str(tmp_path / name)).model.state_dict() for name in ("d.pt", "d_ema0.5.pt", "d_ema0.99.pt"))
+    main, unaveraged, short, long = (Decoder.load(str(tmp_path / name)).model.state_dict() for name in ("d.pt", "d_ema0.pt", "d_ema0.5.pt", "d_ema0.99.pt"))
     last = load_checkpoint(tmp_path / "d.pt", "decoder")["training"]["model"]
     gap = {name: sum((w[k] - last[k]).abs().sum().item() for k in last) for name, w in (("0.5", short), ("main", main), ("0.99", long))}
     assert 0 < gap["0.5"] < gap["0.99"] and 0 < gap["0.5"] < gap["main"], gap  # a shorter average sits nearer the last weights
-    resumed = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 40, "--resume", "--extra_ema_decays", 0.5)
+    assert all(torch.equal(unaveraged[k], last[k]) for k in last)  # decay 0: the last weights themselves
+    resumed = decoder_argv(tiny_clip_path, tmp_path / "d.pt", "--steps", 40, "--resume", "--extra_ema_decays", 0, 0.5)
     assert_one_line_error(capsys, run_cli(unclip_train.main, resumed), "--extra_ema_decays")
     bad = decoder_argv(tiny_clip_path, tmp_path / "e.pt", "--extra_ema_decays", 1.5)
     assert_one_line_error(capsys, run_cli(unclip_train.main, bad), "--extra_ema_decays")

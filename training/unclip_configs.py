@@ -47,7 +47,8 @@ class DiffusionTrainingConfig:
     ema_decay: float = option(0.995, "decay of the exponential moving average used for sampling; it is warmed up as min(decay, (1+n)/(10+n)) "
                                      "after n steps, so 0.998 is only reached after 4,490 steps and any decay above 0.9978 acts the same at 4,000")
     extra_ema_decays: list[float] | None = option(None, "also keep EMAs with these decays and write each beside the checkpoint as "
-                                                        "<name>_ema<decay>.pt, to score EMA lengths after one run (EDM2, Karras et al. 2024)")
+                                                        "<name>_ema<decay>.pt, to score EMA lengths after one run (EDM2, Karras et al. 2024); "
+                                                        "0 keeps the last weights themselves, unaveraged")
     cond_drop_prob: float = option(0.15, "probability of dropping the conditioning (for classifier-free guidance)")
     schedule: str = option("cosine", "noise schedule", choices=list(SCHEDULES))
     # Laplace toward low noise: the two-sample test at 0.64-0.67 against 0.73-0.77 for uniform t, over two seeds (BENCHMARKS.md)
@@ -103,7 +104,7 @@ class DiffusionTrainingConfig:
         require(0 <= self.cond_drop_prob < 1, f"--cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
         require(0 < self.ema_decay < 1, f"--ema_decay must be in (0, 1), got {self.ema_decay}")
         for decay in self.extra_ema_decays or []:
-            require(0 < decay < 1 and decay != self.ema_decay, f"--extra_ema_decays must be in (0, 1) and differ from --ema_decay, got {decay}")
+            require(0 <= decay < 1 and decay != self.ema_decay, f"--extra_ema_decays must be in [0, 1) and differ from --ema_decay, got {decay}")
         require(self.laplace_scale > 0 and 0 <= self.uniform_share <= 1, "--laplace_scale must be positive and --uniform_share in [0, 1]")
         require(self.min_snr_gamma >= 0, f"--min_snr_gamma must be 0 (off) or positive, got {self.min_snr_gamma}")
         require(self.train_subset >= 0, f"--train_subset must be 0 or positive, got {self.train_subset}")
