@@ -39,9 +39,8 @@ from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import SamplingOptions
 from models.superres import Cascade
-from training.diffusion_trainer import extra_ema_path
 from utils.plotting import save_grid
-from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
+from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, extra_ema_path, load_checkpoint
 from utils.files import write_json
 
 WORK_DIR = Path("checkpoints/release")  # a trial run (--scale below 1) uses checkpoints/release_trial and outputs/release_trial

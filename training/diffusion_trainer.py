@@ -32,7 +32,7 @@ from dataloading.datasets import BatchStream, load_dataset
 from models.pipeline import ClipConditioner, load_clip
 from training.stages import Stage, build_stage
 from training.unclip_configs import DiffusionTrainingConfig
-from utils.checkpoints import checkpoint_to_resume, load_checkpoint, save_checkpoint
+from utils.checkpoints import checkpoint_to_resume, extra_ema_path, load_checkpoint, save_checkpoint
 from training.loss_history import LOW_NOISE_STEPS, new_loss_history, record_loss
 from utils.errors import UserError, require
 from utils.files import write_json
@@ -282,12 +282,6 @@ class DiffusionRun:
             self.log(f"wrote {path}")
         self.ema.model.eval()
         return metrics
-
-
-def extra_ema_path(save_path: str | Path, decay_name: str) -> Path:
-    """Where the EMA of decay ``decay_name`` (e.g. "0.995", from --extra_ema_decays) is written: beside the checkpoint, as a sampling-only checkpoint."""
-    path = Path(save_path)
-    return path.with_name(f"{path.stem}_ema{decay_name}{path.suffix}")
 
 
 def train_unclip(config: DiffusionTrainingConfig, log: Callable[[str], None] = print) -> tuple[Stage, dict]:

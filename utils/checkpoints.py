@@ -136,6 +136,12 @@ def export_weights(checkpoint_path: str | Path, weights_path: str | Path, extra:
     return save_checkpoint(weights_path, data["kind"], {**payload, **(extra or {})})
 
 
+def extra_ema_path(save_path: str | Path, decay_name: str) -> Path:
+    """Where the EMA of decay ``decay_name`` (e.g. "0.995", from --extra_ema_decays) is written: beside the checkpoint, as a sampling-only checkpoint."""
+    path = Path(save_path)
+    return path.with_name(f"{path.stem}_ema{decay_name}{path.suffix}")
+
+
 def default_weights(name: str) -> Path:
     """A stage's weights when no path is given: ``checkpoints/<name>.pt`` when the user trained that stage there,
     otherwise the shipped ``pretrained/<name>.safetensors`` (when it ships), otherwise the checkpoint path (which then
