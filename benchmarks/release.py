@@ -73,7 +73,10 @@ class ReleaseStage:
     def description(self, kept: bool = False) -> str:
         """What a model card says it is: ``what``, whether it was kept (``--keep``), the EMA it ships and the guidance it names."""
         text = self.what + (" (kept from the previous release)" if kept else "")
-        text += "; its last weights, unaveraged" if self.shipped_ema == "0" else f"; EMA {self.shipped_ema}" if self.shipped_ema else ""
+        if self.shipped_ema == "0":  # --extra_ema_decays 0: no average at all
+            text += "; its last weights, unaveraged"
+        elif self.shipped_ema:
+            text += f"; EMA {self.shipped_ema}"
         return text + (f"; samples at guidance {self.guidance_scale:g} by default" if self.guidance_scale is not None else "")
 
     def extra_fields(self) -> dict | None:
