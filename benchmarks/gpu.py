@@ -2,12 +2,13 @@
 
     python benchmarks/gpu.py                         # on CUDA: both presets; on a CPU: the cpu preset
     python benchmarks/gpu.py --presets cpu gpu --device cpu
+    python benchmarks/gpu.py --device cpu --stages decoder --compile --steps 200 --generate   # eager against compiled on a CPU
     python benchmarks/gpu.py --time_to_quality       # CLIP + decoder from nothing at the gpu preset, then judged
 
 Training: samples/s of the real trainers' steps (training.clip_trainer.ClipRun.step,
 training.diffusion_trainer.DiffusionRun.train_step: forward, backward, AdamW, EMA) for
 CLIP, the decoder, the prior and super-resolution, after warm-up steps, with the decoder
-also under torch.compile at the gpu preset, at larger batches and in --compile_modes (CUDA graphs:
+also under torch.compile (at each preset; on a CPU where --compile asks), at larger batches and in --compile_modes (CUDA graphs:
 reduce-overhead); beside each diffusion figure, the host's milliseconds per batch (draw and
 conditioning) and the FLOPs done per second (torch.utils.flop_counter). On CUDA, a torch.profiler
 view of the decoder's step, eager and compiled (kernel time against wall time, and the host's time
@@ -204,7 +205,7 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["clip", "decoder", "prior", "superres"])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per figure")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also time the decoder compiled at the gpu preset (default: on CUDA)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also time the decoder compiled at each preset (default: on CUDA)")
     parser.add_argument("--generate", nargs="*", type=int, default=[64, 1000], help="image counts to time generation for (none: skip)")
     parser.add_argument("--decoder_batches", nargs="*", type=int, default=[512, 1024],
                         help="also time the decoder at the gpu preset at these batch sizes (eager, and compiled where --compile)")
@@ -237,7 +238,7 @@ def main() -> None:
 
         for preset in presets:
             for stage in args.stages:
-                for compiled in ([False, True] if compile_too and stage == "decoder" and preset == "gpu" else [False]):
+                for compiled in ([False, True] if compile_too and stage == "decoder" else [False]):
                     measure(stage, preset, compiled)
         if "gpu" in presets and "decoder" in args.stages:
             for batch_size in args.decoder_batches:

@@ -90,29 +90,33 @@ class ReleaseStage:
             return [self.name]
         return [f"{self.name}_first", *(f"{self.name}_restart{i}" for i in range(1, len(self.restarts))), self.name]
 
-    def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[str]:
+    def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None,
+                compile: bool | None = None) -> list[str]:
         """The command of its (first) run."""
-        return self.run_command(self.run_names[0], self.steps, self.flags, work, outputs, scale, seed, device, clip_path)
+        return self.run_command(self.run_names[0], self.steps, self.flags, work, outputs, scale, seed, device, clip_path, compile)
 
-    def commands(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None) -> list[tuple[Path, list[str]]]:
+    def commands(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None,
+                 compile: bool | None = None) -> list[tuple[Path, list[str]]]:
         """Each run's metrics file and command, in order: its one run, or the first run and each warm restart from the one before."""
         names = self.run_names
-        runs = [(work / f"{names[0]}.json", self.command(work, outputs, scale, seed, device, clip_path))]
+        runs = [(work / f"{names[0]}.json", self.command(work, outputs, scale, seed, device, clip_path, compile))]
         for previous, name, restart in zip(names, names[1:], self.restarts):
             previous_path = work / f"{previous}.pt"
             start = extra_ema_path(previous_path, restart.start_ema) if restart.start_ema else previous_path
             flags = (*self.flags, "--lr", f"{restart.lr:g}", "--init_from", str(start))
             runs.append((work / f"{name}.json",
-                         self.run_command(name, restart.steps, flags, work, outputs, scale, seed + restart.seed_offset, device, clip_path)))
+                         self.run_command(name, restart.steps, flags, work, outputs, scale, seed + restart.seed_offset, device, clip_path, compile)))
         return runs
 
     def run_command(self, name: str, steps: int, flags: tuple[str, ...], work: Path, outputs: Path, scale: float, seed: int, device: str,
-                    clip_path: Path | None) -> list[str]:
+                    clip_path: Path | None, compile: bool | None = None) -> list[str]:
+        """One run's command; ``compile`` (None: the trainer's default, on CUDA only) reaches unclip_train.py's --compile."""
         budget = max(1, round(steps * scale))
         if self.script == "clip_train.py":
             budget_flags = ["--epochs", str(budget)]
         else:
             budget_flags = ["--steps", str(budget), "--max_minutes", "0", "--clip_model_path", str(clip_path or work / "clip.pt")]
+            budget_flags += [] if compile is None else ["--compile" if compile else "--no-compile"]
         return [sys.executable, self.script, *flags, *budget_flags, "--seed", str(seed), "--device", device,
                 "--save_path", str(work / f"{name}.pt"), "--output_dir", str(outputs / name), "--resume"]
 
@@ -185,7 +189,8 @@ def run(command: list[str]) -> None:
         sys.exit(f"error: {command[1]} stopped with exit code {code} (its message is above); the release stops here and resumes with the same command")
 
 
-def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str, stages: tuple[ReleaseStage, ...] | None = None) -> dict[str, dict]:
+def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str, stages: tuple[ReleaseStage, ...] | None = None,
+          compile: bool | None = None) -> dict[str, dict]:
     """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
     stage's holds its earlier runs' in order under "earlier_runs". A kept stage's metrics are those shipped beside its weights; the
     others train on the kept CLIP if there is one. ``stages``: the release's (STAGES) unless another recipe names its own."""
@@ -194,7 +199,7 @@ def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str,
         if stage.name in files.kept:
             metrics[stage.name] = json.loads((PRETRAINED_DIR / f"{stage.name}.json").read_text())
             continue
-        runs = stage.commands(files.work, outputs, scale, seed, device, files("clip.pt"))
+        runs = stage.commands(files.work, outputs, scale, seed, device, files("clip.pt"), compile)
         final_metrics = runs[-1][0]
         if not final_metrics.exists():  # a finished stage is not trained again, even where its first run's files are gone
             for metrics_path, command in runs:
@@ -368,6 +373,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step budget (e.g. 0.01 to try the recipe in minutes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the diffusion stages' networks (default: on CUDA only; on a CPU it pays on long runs, BENCHMARKS.md)")
     parser.add_argument("--per_class", type=int, default=100, help="images per digit and prompt form when judging")
     parser.add_argument("--sample_sheet", default=None, help="where the picture of samples goes (default: outputs/release/release_samples.png; "
                                                              "the README shows docs/release_samples.png)")
@@ -393,11 +400,11 @@ def main() -> None:
     judge_path = card_judge_path()
     print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
     files = WorkFiles(work, set(args.keep))
-    metrics = train(files, outputs, args.scale, args.seed, args.device)
+    metrics = train(files, outputs, args.scale, args.seed, args.device, compile=args.compile)
     results = judge(files, outputs, args.per_class, judge_path)
     weights = ship(files, metrics, out_dir, judge_path)
     commands = [command for stage in STAGES if stage.name not in files.kept
-                for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device, files("clip.pt"))]
+                for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device, files("clip.pt"), args.compile)]
     card = out_dir / "README.md"
     card.write_text(model_card(metrics, results, weights, commands, args))
     print(f"wrote {card}")

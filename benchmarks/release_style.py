@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="as release.py's --compile")
     parser.add_argument("--per_prompt", type=int, default=20, help="attributes.py: images per prompt")
     parser.add_argument("--per_class", type=int, default=100, help="decoder_quality.py: images per digit and sampler seed")
     parser.add_argument("--card_note", default=None, help="a paragraph the model card adds under the training commands")
@@ -105,8 +106,8 @@ def main() -> None:
     work, outputs = WORK_DIR.parent / run_name / "style", OUTPUT_DIR.parent / run_name / "style"
     out_dir = PRETRAINED_DIR / "style" if run_name == "release" else outputs / "pretrained"
     judge_path = card_judge_path()
-    metrics = train(WorkFiles(work, set()), outputs, args.scale, args.seed, args.device, STYLE_STAGES)
-    commands = [command for stage in STYLE_STAGES for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device)]
+    metrics = train(WorkFiles(work, set()), outputs, args.scale, args.seed, args.device, STYLE_STAGES, args.compile)
+    commands = [command for stage in STYLE_STAGES for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device, compile=args.compile)]
     attributes, quality = measure(work, outputs, judge_path, args.per_prompt, args.per_class)
     weights = [export_weights(work / shipped_file(stage), out_dir / f"{stage.name}{WEIGHTS_SUFFIX}", stage.extra_fields()) for stage in STYLE_STAGES]
     for stage, path in zip(STYLE_STAGES, weights):

@@ -149,3 +149,14 @@ def test_train_runs_each_missing_run_in_order_and_keeps_the_earlier_runs_metrics
     assert release.training_minutes(metrics["decoder"]) == 4
     release.train(release.WorkFiles(tmp_path, {"clip"}), tmp_path / "out", 1.0, 0, "cpu")
     assert ran == ["decoder_restart1", "decoder"]  # a finished stage is not trained again
+
+
+def test_compile_reaches_every_diffusion_run_and_not_clip(tmp_path):
+    """release.py --compile / --no-compile: each unclip_train.py run (restarts too) gets the flag, clip_train.py (which has none)
+    does not; without it the trainer keeps its own default (on CUDA only)."""
+    clip, decoder = release.STAGES[0], release.STAGES[1]
+    for compile, flag in ((True, "--compile"), (False, "--no-compile")):
+        runs = decoder.commands(tmp_path, tmp_path / "out", 0.1, 0, "cpu", tmp_path / "clip.pt", compile)
+        assert len(runs) == 2 and all(flag in command for _, command in runs)
+        assert not {"--compile", "--no-compile"} & set(clip.command(tmp_path, tmp_path / "out", 0.1, 0, "cpu", compile=compile))
+    assert not {"--compile", "--no-compile"} & {flag for _, command in decoder.commands(tmp_path, tmp_path / "out", 0.1, 0, "cpu") for flag in command}
