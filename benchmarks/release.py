@@ -59,6 +59,18 @@ class WarmRestart:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """What every training run of one release shares."""
+    work: Path  # checkpoints and metrics files
+    outputs: Path  # sample grids and loss plots, a folder per run
+    scale: float = 1.0  # multiplies every run's step budget (a trial: below 1)
+    seed: int = 0  # the release's; a warm restart adds its seed_offset
+    device: str = "auto"
+    clip_path: Path | None = None  # the CLIP the diffusion runs condition on (default: <work>/clip.pt)
+    compile: bool | None = None  # unclip_train.py's --compile / --no-compile (None: the trainer's default, on CUDA only)
+
+
+@dataclass(frozen=True)
 class ReleaseStage:
     name: str  # the file name in checkpoints/ and pretrained/, as generate_images.py looks for it
     kind: str  # its checkpoint kind
@@ -90,35 +102,31 @@ class ReleaseStage:
             return [self.name]
         return [f"{self.name}_first", *(f"{self.name}_restart{i}" for i in range(1, len(self.restarts))), self.name]
 
-    def command(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None,
-                compile: bool | None = None) -> list[str]:
+    def command(self, settings: RunSettings) -> list[str]:
         """The command of its (first) run."""
-        return self.run_command(self.run_names[0], self.steps, self.flags, work, outputs, scale, seed, device, clip_path, compile)
+        return self.run_command(self.run_names[0], self.steps, self.flags, settings, settings.seed)
 
-    def commands(self, work: Path, outputs: Path, scale: float, seed: int, device: str, clip_path: Path | None = None,
-                 compile: bool | None = None) -> list[tuple[Path, list[str]]]:
+    def commands(self, settings: RunSettings) -> list[tuple[Path, list[str]]]:
         """Each run's metrics file and command, in order: its one run, or the first run and each warm restart from the one before."""
-        names = self.run_names
-        runs = [(work / f"{names[0]}.json", self.command(work, outputs, scale, seed, device, clip_path, compile))]
+        names, work = self.run_names, settings.work
+        runs = [(work / f"{names[0]}.json", self.command(settings))]
         for previous, name, restart in zip(names, names[1:], self.restarts):
             previous_path = work / f"{previous}.pt"
             start = extra_ema_path(previous_path, restart.start_ema) if restart.start_ema else previous_path
             flags = (*self.flags, "--lr", f"{restart.lr:g}", "--init_from", str(start))
-            runs.append((work / f"{name}.json",
-                         self.run_command(name, restart.steps, flags, work, outputs, scale, seed + restart.seed_offset, device, clip_path, compile)))
+            runs.append((work / f"{name}.json", self.run_command(name, restart.steps, flags, settings, settings.seed + restart.seed_offset)))
         return runs
 
-    def run_command(self, name: str, steps: int, flags: tuple[str, ...], work: Path, outputs: Path, scale: float, seed: int, device: str,
-                    clip_path: Path | None, compile: bool | None = None) -> list[str]:
-        """One run's command; ``compile`` (None: the trainer's default, on CUDA only) reaches unclip_train.py's --compile."""
-        budget = max(1, round(steps * scale))
+    def run_command(self, name: str, steps: int, flags: tuple[str, ...], settings: RunSettings, seed: int) -> list[str]:
+        """One run's command: ``steps`` scaled, and the settings' compile choice for unclip_train.py (clip_train.py has none)."""
+        budget = max(1, round(steps * settings.scale))
         if self.script == "clip_train.py":
             budget_flags = ["--epochs", str(budget)]
         else:
-            budget_flags = ["--steps", str(budget), "--max_minutes", "0", "--clip_model_path", str(clip_path or work / "clip.pt")]
-            budget_flags += [] if compile is None else ["--compile" if compile else "--no-compile"]
-        return [sys.executable, self.script, *flags, *budget_flags, "--seed", str(seed), "--device", device,
-                "--save_path", str(work / f"{name}.pt"), "--output_dir", str(outputs / name), "--resume"]
+            budget_flags = ["--steps", str(budget), "--max_minutes", "0", "--clip_model_path", str(settings.clip_path or settings.work / "clip.pt")]
+            budget_flags += [] if settings.compile is None else ["--compile" if settings.compile else "--no-compile"]
+        return [sys.executable, self.script, *flags, *budget_flags, "--seed", str(seed), "--device", settings.device,
+                "--save_path", str(settings.work / f"{name}.pt"), "--output_dir", str(settings.outputs / name), "--resume"]
 
 
 # The super-resolution stage is unweighted (min-SNR 0): with min-SNR 5 its samples kept a haze (BENCHMARKS.md, tenth session).
@@ -189,17 +197,17 @@ def run(command: list[str]) -> None:
         sys.exit(f"error: {command[1]} stopped with exit code {code} (its message is above); the release stops here and resumes with the same command")
 
 
-def train(files: WorkFiles, outputs: Path, scale: float, seed: int, device: str, stages: tuple[ReleaseStage, ...] | None = None,
-          compile: bool | None = None) -> dict[str, dict]:
+def train(files: WorkFiles, settings: RunSettings, stages: tuple[ReleaseStage, ...] | None = None) -> dict[str, dict]:
     """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
     stage's holds its earlier runs' in order under "earlier_runs". A kept stage's metrics are those shipped beside its weights; the
     others train on the kept CLIP if there is one. ``stages``: the release's (STAGES) unless another recipe names its own."""
+    settings = replace(settings, clip_path=files("clip.pt"))
     metrics = {}
     for stage in stages or STAGES:
         if stage.name in files.kept:
             metrics[stage.name] = json.loads((PRETRAINED_DIR / f"{stage.name}.json").read_text())
             continue
-        runs = stage.commands(files.work, outputs, scale, seed, device, files("clip.pt"), compile)
+        runs = stage.commands(settings)
         final_metrics = runs[-1][0]
         if not final_metrics.exists():  # a finished stage is not trained again, even where its first run's files are gone
             for metrics_path, command in runs:
@@ -401,11 +409,12 @@ def main() -> None:
     judge_path = card_judge_path()
     print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
     files = WorkFiles(work, set(args.keep))
-    metrics = train(files, outputs, args.scale, args.seed, args.device, compile=args.compile)
+    settings = RunSettings(work, outputs, args.scale, args.seed, args.device, files("clip.pt"), args.compile)
+    metrics = train(files, settings)
     results = judge(files, outputs, args.per_class, judge_path)
     weights = ship(files, metrics, out_dir, judge_path)
     commands = [command for stage in STAGES if stage.name not in files.kept
-                for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device, files("clip.pt"), args.compile)]
+                for _, command in stage.commands(settings)]
     card = out_dir / "README.md"
     card.write_text(model_card(metrics, results, weights, commands, args))
     print(f"wrote {card}")

@@ -23,7 +23,7 @@ import common  # noqa: F401
 
 from evaluation.reports import machine
 from models.samplers import DEFAULT_GUIDANCE_SCALE
-from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, WarmRestart, WorkFiles, card_judge_path, judging_flags, quality_is_stale, run, shipped_file, shown_arguments, steps_text, train, training_minutes
+from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, RunSettings, WarmRestart, WorkFiles, card_judge_path, judging_flags, quality_is_stale, run, shipped_file, shown_arguments, steps_text, train, training_minutes
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights
 from utils.files import write_json
 
@@ -106,8 +106,9 @@ def main() -> None:
     work, outputs = WORK_DIR.parent / run_name / "style", OUTPUT_DIR.parent / run_name / "style"
     out_dir = PRETRAINED_DIR / "style" if run_name == "release" else outputs / "pretrained"
     judge_path = card_judge_path()
-    metrics = train(WorkFiles(work, set()), outputs, args.scale, args.seed, args.device, STYLE_STAGES, args.compile)
-    commands = [command for stage in STYLE_STAGES for _, command in stage.commands(work, outputs, args.scale, args.seed, args.device, compile=args.compile)]
+    settings = RunSettings(work, outputs, args.scale, args.seed, args.device, compile=args.compile)
+    metrics = train(WorkFiles(work, set()), settings, STYLE_STAGES)
+    commands = [command for stage in STYLE_STAGES for _, command in stage.commands(settings)]
     attributes, quality = measure(work, outputs, judge_path, args.per_prompt, args.per_class)
     weights = [export_weights(work / shipped_file(stage), out_dir / f"{stage.name}{WEIGHTS_SUFFIX}", stage.extra_fields()) for stage in STYLE_STAGES]
     for stage, path in zip(STYLE_STAGES, weights):

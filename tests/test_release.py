@@ -111,7 +111,8 @@ def test_a_warm_restarted_stage_trains_once_per_restart_each_run_from_the_one_be
     stage = release.ReleaseStage("decoder", "decoder", "unclip_train.py", ("--extra_ema_decays", "0.999"), 1000, "text decoder",
                                  restarts=(release.WarmRestart(steps=500, lr=1e-3, seed_offset=2, start_ema="0.999"),
                                            release.WarmRestart(steps=300, lr=5e-4, seed_offset=3)))
-    runs = stage.commands(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt")
+    settings = release.RunSettings(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt")
+    runs = stage.commands(settings)
     (first_metrics, first), (middle_metrics, middle), (final_metrics, last) = runs
     value = lambda command, flag: command[command.index(flag) + 1]
     assert stage.run_names == ["decoder_first", "decoder_restart1", "decoder"]
@@ -124,7 +125,7 @@ def test_a_warm_restarted_stage_trains_once_per_restart_each_run_from_the_one_be
     assert value(last, "--save_path") == str(tmp_path / "decoder.pt") and value(last, "--steps") == "30"
     assert value(last, "--init_from") == str(tmp_path / "decoder_restart1.pt")  # no start_ema: the run's main EMA
     assert value(last, "--lr") == "0.0005" and value(last, "--seed") == "8"
-    assert stage.command(tmp_path, tmp_path / "out", 0.1, 5, "cpu", tmp_path / "clip.pt") == first
+    assert stage.command(settings) == first
     assert release.ReleaseStage("prior", "prior", "unclip_train.py", (), 10, "prior").run_names == ["prior"]
     assert release.training_minutes({"train_seconds": 60, "earlier_runs": [{"train_seconds": 120}, {"train_seconds": 60}]}) == 4
     assert release.training_minutes({"train_seconds": 60}) == 1
@@ -143,11 +144,11 @@ def test_train_runs_each_missing_run_in_order_and_keeps_the_earlier_runs_metrics
     monkeypatch.setattr(release, "STAGES", (release.STAGES[0], stage))  # the shipped CLIP, kept
     monkeypatch.setattr(release, "run", fake_run)
     (tmp_path / "decoder_first.json").write_text(json.dumps({"train_seconds": 120.0, "steps": 1000}))  # finished before an interruption
-    metrics = release.train(release.WorkFiles(tmp_path, {"clip"}), tmp_path / "out", 1.0, 0, "cpu")
+    metrics = release.train(release.WorkFiles(tmp_path, {"clip"}), release.RunSettings(tmp_path, tmp_path / "out", device="cpu"))
     assert ran == ["decoder_restart1", "decoder"]
     assert [run["steps"] for run in metrics["decoder"]["earlier_runs"]] == [1000, 500]
     assert release.training_minutes(metrics["decoder"]) == 4
-    release.train(release.WorkFiles(tmp_path, {"clip"}), tmp_path / "out", 1.0, 0, "cpu")
+    release.train(release.WorkFiles(tmp_path, {"clip"}), release.RunSettings(tmp_path, tmp_path / "out", device="cpu"))
     assert ran == ["decoder_restart1", "decoder"]  # a finished stage is not trained again
 
 
@@ -156,7 +157,9 @@ def test_compile_reaches_every_diffusion_run_and_not_clip(tmp_path):
     does not; without it the trainer keeps its own default (on CUDA only)."""
     clip, decoder = release.STAGES[0], release.STAGES[1]
     for compile, flag in ((True, "--compile"), (False, "--no-compile")):
-        runs = decoder.commands(tmp_path, tmp_path / "out", 0.1, 0, "cpu", tmp_path / "clip.pt", compile)
+        settings = release.RunSettings(tmp_path, tmp_path / "out", 0.1, 0, "cpu", tmp_path / "clip.pt", compile)
+        runs = decoder.commands(settings)
         assert len(runs) == 2 and all(flag in command for _, command in runs)
-        assert not {"--compile", "--no-compile"} & set(clip.command(tmp_path, tmp_path / "out", 0.1, 0, "cpu", compile=compile))
-    assert not {"--compile", "--no-compile"} & {flag for _, command in decoder.commands(tmp_path, tmp_path / "out", 0.1, 0, "cpu") for flag in command}
+        assert not {"--compile", "--no-compile"} & set(clip.command(settings))
+    default = release.RunSettings(tmp_path, tmp_path / "out", 0.1, 0, "cpu")
+    assert not {"--compile", "--no-compile"} & {flag for _, command in decoder.commands(default) for flag in command}
