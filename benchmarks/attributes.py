@@ -11,12 +11,13 @@ also Imagen's cascade, a 14x14 text decoder and super-resolution), digit and att
   "a six slanted left" / "a six slanted right"), from the same starting noise, in the trained phrasing and in each
   held-out one. The attribute is measured on the generated pixels (dataloading.attributes): the AUC over pairs that a
   "high" image measures above a "low" one, and the share landing in the requested tercile of real digits of its class.
-* **class accuracy** of all those images, read by the judge.
+* **class accuracy** of all those images, read by the judge (the plain prompts' apart).
 * **held-out combinations** (thick + slanted left, thin + slanted right, never named together in training): the
   thickness AUC of "a thick six slanted left" against "a thin six slanted left", and the slant AUC of
   "a thick six slanted left" against "a thick six slanted right".
-* **diversity left over**: with no attribute named ("six"), the share of images in each tercile of each attribute
-  (real held-out digits: about a third each); with one named, the same shares of the others.
+* **diversity left over**: with no attribute named ("six", ``--plain_per_prompt`` images per digit), the share of images
+  in each tercile of each attribute against the real held-out digits' (about a third each), its largest gap and the
+  standard error of a share; with one attribute named, the same shares of the others.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch
 from dataloading.attributes import measure
 from dataloading.datasets import load_dataset
 from dataloading.style_captions import STYLE_CAPTION_SETS
-from evaluation.attributes import measured_phrasings, pair_auc, summarise, tercile_shares
+from evaluation.attributes import measured_phrasings, pair_auc, spread_against_real, summarise, tercile_shares
 from evaluation.judge import load_or_train_judge
 from evaluation.reports import add_device_argument, use_device, write_result
 from models.conditioning import Conditioning
@@ -39,6 +40,7 @@ from models.pipeline import ClipConditioner, Decoder, load_clip
 from models.prior import PRIOR_SAMPLING, Prior
 from models.samplers import DEFAULT_GUIDANCE_SCALE, SamplingOptions
 from models.superres import Cascade
+from utils.cli import run_main
 from utils.images import to_uint8
 
 
@@ -57,9 +59,8 @@ class Pipeline:
         return to_uint8(self.decoder.generate(cond, self.sampling))
 
 
-def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
+def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int, plain_per_prompt: int, real: dict[str, list[float]]) -> dict:
     bins, attributes = splits.attribute_bins, style.attributes
-    labels_of = lambda c: torch.full((per_prompt,), c)  # noqa: E731
     phrasings = measured_phrasings(style)
     correct, judged = 0, 0
     accuracy_by: dict[str, list[float]] = {}  # what the judge reads right, by what the prompt names: "plain", "thickness=0", ...
@@ -68,19 +69,20 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
 
     accuracy_by_phrasing: dict[str, dict[int, list[float]]] = {}  # phrasing -> digit -> accuracy of each prompt
 
-    def generated(prompt: str, c: int, phrasing: str = "held-out combination") -> tuple[torch.Tensor, torch.Tensor]:
+    def generated(prompt: str, c: int, phrasing: str = "held-out combination", count: int = per_prompt) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal correct, judged
-        images = pipeline([prompt] * per_prompt)
+        images = pipeline([prompt] * count)
         predicted, _ = judge.predict(images)
-        correct, judged = correct + int((predicted == c).sum()), judged + len(images)
+        if phrasing != "plain":  # the class accuracy of attribute prompts
+            correct, judged = correct + int((predicted == c).sum()), judged + len(images)
         key = ", ".join(f"{name}={t}" for name, t in sorted(style.named_in(prompt).items())) or "plain"
         accuracy_by.setdefault(key, []).append((predicted == c).float().mean().item())
         accuracy_by_phrasing.setdefault(phrasing, {}).setdefault(c, []).append((predicted == c).float().mean().item())
         values = measure(images, attributes)  # [n, A]
-        return values, bins.terciles(values, labels_of(c))
+        return values, bins.terciles(values, torch.full((count,), c))
 
     for c in range(style.num_classes):
-        _, plain_t = generated(style.classes.names[c][0], c, "plain")
+        _, plain_t = generated(style.classes.names[c][0], c, "plain", plain_per_prompt)
         plain_terciles.append(plain_t)
         for phrasing, template in phrasings.items():
             for a, attribute in enumerate(attributes):
@@ -93,7 +95,7 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int) -> dict:
     result = {
         "adherence": {p: {name: {"auc": summarise(v["auc"]), "in_tercile": sum(v["in_tercile"]) / len(v["in_tercile"])} for name, v in by.items()}
                       for p, by in adherence.items()},
-        "no_attribute_named": {a.name: tercile_shares(plain[:, i]) for i, a in enumerate(attributes)},
+        "no_attribute_named": {a.name: spread_against_real(tercile_shares(plain[:, i]), real[a.name], len(plain)) for i, a in enumerate(attributes)},
         "one_named_others": {name: {other.name: tercile_shares(torch.cat(parts)[:, j]) for j, other in enumerate(attributes) if other.name != name}
                              for name, parts in named_leftover.items()},
     }
@@ -130,10 +132,12 @@ def print_report(name: str, result: dict) -> None:
                                                for a, v in by.items()))
     for combination, summary in result["held_out_combinations"].items():
         print(f"  held-out combination, {combination}: AUC {summary['mean']:.3f} (worst digit {summary['min']:.3f})")
-    print("  nothing named, tercile shares: " + "  ".join(f"{a} {' / '.join(f'{s:.2f}' for s in shares)}" for a, shares in result["no_attribute_named"].items()))
+    print("  nothing named, tercile shares (largest gap from real, a share's standard error): "
+          + "  ".join(f"{a} {' / '.join(f'{s:.2f}' for s in v['shares'])} ({v['largest_gap']:.2f}, {v['standard_error']:.3f})"
+                      for a, v in result["no_attribute_named"].items()))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip_model_path", required=True)
     parser.add_argument("--decoder_path", required=True, help="a text decoder trained with --captions style")
@@ -146,16 +150,19 @@ def main() -> None:
     parser.add_argument("--augmentation_level", type=float, default=0.1, help="super-resolution conditioning augmentation at sampling")
     parser.add_argument("--judge_path", default=None, help="default: the dataset's judge (evaluation.judge.default_judge_path)")
     parser.add_argument("--per_prompt", type=int, default=20, help="images per prompt (each digit, attribute, word and phrasing)")
+    parser.add_argument("--plain_per_prompt", type=int, default=100,
+                        help="images per digit with nothing named: the spread of style, whose shares need more images than adherence")
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    parser.add_argument("--seed", type=int, default=1, help="the sampler's seed")
     parser.add_argument("--steps", type=int, default=SamplingOptions.steps)
     parser.add_argument("--guidance_from_t", type=int, default=0, help="guide only at timesteps t >= this (a guidance interval)")
     parser.add_argument("--name", default="attributes")
     parser.add_argument("--folder", default="outputs/benchmarks")
     add_device_argument(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = use_device(args.device)
-    if args.per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path) or bool(args.base_path) != bool(args.superres_path):
-        parser.error("--per_prompt must be at least 2; --prior_path and --image_decoder_path go together, and so do --base_path and --superres_path")
+    if args.per_prompt < 2 or args.plain_per_prompt < 2 or bool(args.prior_path) != bool(args.image_decoder_path) or bool(args.base_path) != bool(args.superres_path):
+        parser.error("--per_prompt and --plain_per_prompt must be at least 2; --prior_path and --image_decoder_path go together, and so do --base_path and --superres_path")
     if not math.isfinite(args.prior_guidance_scale) or args.prior_guidance_scale < 0:
         parser.error(f"--prior_guidance_scale must be a finite number, 0 or more, got {args.prior_guidance_scale}")
     clip = load_clip(args.clip_model_path, device)
@@ -163,7 +170,7 @@ def main() -> None:
     splits = load_dataset(decoder.config.dataset)
     style = STYLE_CAPTION_SETS[splits.name]
     judge, judge_accuracy = load_or_train_judge(splits, args.judge_path)
-    sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=1, guidance_from_t=args.guidance_from_t)
+    sampling = SamplingOptions(steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, guidance_from_t=args.guidance_from_t)
     pipelines = {"text decoder": Pipeline(clip, decoder, None, sampling)}
     if args.prior_path:
         pipelines["prior -> image decoder"] = Pipeline(clip, Decoder.load(args.image_decoder_path, device, clip=clip), Prior.load(args.prior_path, device, clip=clip), sampling,
@@ -176,15 +183,16 @@ def main() -> None:
     results = {}
     for name, pipeline in pipelines.items():
         start = time.perf_counter()
-        results[name] = evaluate(pipeline, splits, style, judge, args.per_prompt)
+        results[name] = evaluate(pipeline, splits, style, judge, args.per_prompt, args.plain_per_prompt, real)
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
         print_report(name, results[name])
     write_result(args.name, {"clip_model_path": args.clip_model_path, "decoder_path": args.decoder_path, "prior_path": args.prior_path,
                              "prior_guidance_scale": args.prior_guidance_scale if args.prior_path else None,
                              "image_decoder_path": args.image_decoder_path,
-                             "base_path": args.base_path, "superres_path": args.superres_path, "per_prompt": args.per_prompt, "guidance_scale": args.guidance_scale,
+                             "base_path": args.base_path, "superres_path": args.superres_path, "per_prompt": args.per_prompt,
+                             "plain_per_prompt": args.plain_per_prompt, "seed": args.seed, "guidance_scale": args.guidance_scale,
                              "steps": args.steps, "guidance_from_t": args.guidance_from_t, "judge_test_accuracy": judge_accuracy, "real_terciles": real, "results": results}, folder=args.folder)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -47,7 +47,8 @@ def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_cl
     for name, script, flags, stale in (
             ("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt), "--guidance_scale", str(GUIDANCE)],
              lambda path: (not path.exists() or path.stat().st_mtime < decoder.stat().st_mtime
-                           or json.loads(path.read_text()).get("guidance_scale") != GUIDANCE)),
+                           or json.loads(path.read_text()).get("guidance_scale") != GUIDANCE
+                           or "plain_per_prompt" not in json.loads(path.read_text()))),  # measured before the spread had its own image count
             ("quality", "benchmarks/decoder_quality.py", ["--per_class", str(per_class), *judging_flags([GUIDANCE])],
              lambda path: quality_is_stale(path, [decoder], [GUIDANCE]))):
         path = outputs / f"{name}.json"
@@ -76,8 +77,8 @@ def model_card(metrics: dict, attributes: dict, quality: dict, weights: list[Pat
         lines.append(f"| {phrasing} | " + " | ".join(f"{v['auc']['mean']:.3f} ({v['auc']['min']:.3f}), {v['in_tercile']:.2f}" for v in by.values()) + " |")
     lines += ["", "Judge class accuracy by phrasing: " + ", ".join(f"{k} {v:.1%}" for k, v in text["class_accuracy_by_phrasing"].items()) + ".", "",
               "Tercile shares when nothing is named (low / middle / high): " + "; ".join(
-                  f"{a} {' / '.join(f'{s:.2f}' for s in shares)} (real {' / '.join(f'{s:.2f}' for s in attributes['real_terciles'][a])})"
-                  for a, shares in text["no_attribute_named"].items()) + ".", ""]
+                  f"{a} {' / '.join(f'{s:.2f}' for s in v['shares'])} (real {' / '.join(f'{s:.2f}' for s in attributes['real_terciles'][a])})"
+                  for a, v in text["no_attribute_named"].items()) + f" ({attributes['plain_per_prompt']} images per digit).", ""]
     lines += [f"Plain prompts (\"six\"), as in the release's card: {quality['per_class']} per digit at each of the sampler seeds {', '.join(map(str, quality['seeds']))}, "
               "accuracy over all of them, the Fréchet ratio (its seeds' range) and two-sample accuracy as the seeds' means:", "",
               "| form | accuracy (worst digit) | Fréchet ratio | two-sample |", "|---|---|---|---|"]

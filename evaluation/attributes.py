@@ -38,6 +38,13 @@ def tercile_shares(terciles: torch.Tensor) -> list[float]:
     return (torch.bincount(terciles, minlength=3).float() / max(1, len(terciles))).tolist()
 
 
+def spread_against_real(shares: list[float], real: list[float], num_images: int) -> dict:
+    """Tercile shares of a generated set against the real ones: the largest gap (a fraction: 0.1 is 10 points) and the
+    binomial standard error of a share of about a third at ``num_images``, sqrt(p (1 - p) / n), to tell a gap from noise."""
+    gap = max(abs(g - r) for g, r in zip(shares, real))
+    return {"shares": shares, "largest_gap": gap, "standard_error": (1 / 3 * 2 / 3 / max(1, num_images)) ** 0.5}
+
+
 def attribute_shares(images: torch.Tensor, labels: torch.Tensor, splits) -> dict[str, list[float]]:
     """uint8 images [N, C, H, W] of classes ``labels`` [N] -> {attribute: shares in its low / middle / high tercile of real
     images of the same class}. Real held-out images give about a third each; naming nothing should too."""

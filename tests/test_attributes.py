@@ -202,3 +202,60 @@ def test_a_style_caption_fits_only_images_with_its_attributes():
     assert torch.allclose(contrastive_loss(logits, labels), contrastive_loss(logits, labels, labels[:, None] == labels[None, :]))
     aligned = 10 * fits.float()  # similarities high exactly where captions fit
     assert contrastive_loss(aligned, labels, fits) < contrastive_loss(10 * (~fits).float(), labels, fits)
+
+
+def attributes_benchmark():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import attributes
+    return attributes
+
+
+def test_nothing_named_has_its_own_image_count_and_stays_out_of_the_class_accuracy(embedded_splits):
+    """The spread of style is measured on --plain_per_prompt images per digit, with its largest gap from the real shares
+    and a share's standard error; the judge's class accuracy counts attribute prompts only."""
+    import re
+    benchmark, style = attributes_benchmark(), MNIST_STYLE
+    plain_prompts = {names[0] for names in style.classes.names}
+    class_of = {name: c for c, names in enumerate(style.classes.names) for name in names}
+
+    class Pipeline:  # real held-out digits for any prompt; remembers what it was asked
+        def __init__(self):
+            self.counts, self.prompt = [], ""
+
+        def __call__(self, prompts):
+            self.counts.append(len(prompts))
+            self.prompt = prompts[0]
+            return embedded_splits.test_images[:len(prompts)]
+
+    pipeline = Pipeline()
+
+    class Judge:  # right on every attribute prompt, wrong on every plain one
+        def predict(self, images):
+            c = next(class_of[w] for w in re.findall(r"\w+", pipeline.prompt) if w in class_of)
+            return torch.full((len(images),), (c + 1) % 10 if pipeline.prompt in plain_prompts else c), None
+
+    third = {a.name: [1 / 3] * 3 for a in style.attributes}
+    result = benchmark.evaluate(pipeline, embedded_splits, style, Judge(), per_prompt=2, plain_per_prompt=5, real=third)
+    assert result["class_accuracy"] == 1.0 and result["class_accuracy_by_named"]["plain"] == 0.0
+    assert pipeline.counts.count(5) == 10 and set(pipeline.counts) == {2, 5}
+    for spread in result["no_attribute_named"].values():
+        assert abs(sum(spread["shares"]) - 1) < 1e-6
+        assert spread["largest_gap"] == pytest.approx(max(abs(s - 1 / 3) for s in spread["shares"]))
+        assert spread["standard_error"] == pytest.approx((2 / 9 / 50) ** 0.5)
+
+
+def test_attributes_benchmark_runs_end_to_end(tiny_clip_path, tiny_decoder_path, tmp_path):
+    import json
+    from pathlib import Path
+    benchmark = attributes_benchmark()
+    judge = Path(__file__).resolve().parent.parent / "pretrained" / "judge.safetensors"
+    argv = ["--clip_model_path", tiny_clip_path, "--decoder_path", tiny_decoder_path, "--judge_path", judge, "--per_prompt", 2,
+            "--plain_per_prompt", 3, "--steps", 2, "--seed", 4, "--device", "cpu", "--name", "attrs", "--folder", tmp_path]
+    assert run_cli(benchmark.main, argv) == 0
+    result = json.loads((tmp_path / "attrs.json").read_text())
+    assert result["plain_per_prompt"] == 3 and result["seed"] == 4
+    text = result["results"]["text decoder"]
+    assert set(text["no_attribute_named"]) == {"thickness", "slant", "width"} and 0 <= text["class_accuracy"] <= 1
+    assert set(text["adherence"]["adjective"]) == {"thickness", "slant", "width"}
