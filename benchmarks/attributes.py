@@ -15,7 +15,8 @@ also Imagen's cascade, a 14x14 text decoder and super-resolution), digit and att
 * **held-out combinations** (thick + slanted left, thin + slanted right, never named together in training): the
   thickness AUC of "a thick six slanted left" against "a thin six slanted left", and the slant AUC of
   "a thick six slanted left" against "a thick six slanted right".
-* **diversity left over**: with no attribute named ("six", ``--plain_per_prompt`` images per digit), the share of images
+* **diversity left over**: with no attribute named ("six", ``--plain_per_prompt`` images per digit, each digit from its own
+  noise), the share of images
   in each tercile of each attribute against the real held-out digits' (about a third each), its largest gap and the
   standard error of a share; with one attribute named, the same shares of the others.
 """
@@ -52,11 +53,14 @@ class Pipeline:
         self.conditioner, self.decoder, self.prior, self.sampling = ClipConditioner(clip), decoder, prior, sampling
         self.prior_sampling = replace(PRIOR_SAMPLING, guidance_scale=prior_guidance_scale, seed=sampling.seed)
 
-    def __call__(self, prompts: list[str]) -> torch.Tensor:
+    def __call__(self, prompts: list[str], seed: int | None = None) -> torch.Tensor:
+        """``seed``: start from other noise than the adherence pairs' (which share theirs, position by position)."""
+        sampling, prior_sampling = (self.sampling, self.prior_sampling) if seed is None else \
+            (replace(self.sampling, seed=seed), replace(self.prior_sampling, seed=seed))
         cond = self.conditioner.text(prompts)
         if self.prior is not None:
-            cond = Conditioning(self.prior.sample(cond, self.prior_sampling))
-        return to_uint8(self.decoder.generate(cond, self.sampling))
+            cond = Conditioning(self.prior.sample(cond, prior_sampling))
+        return to_uint8(self.decoder.generate(cond, sampling))
 
 
 def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int, plain_per_prompt: int, real: dict[str, list[float]]) -> dict:
@@ -69,9 +73,10 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int, plain_pe
 
     accuracy_by_phrasing: dict[str, dict[int, list[float]]] = {}  # phrasing -> digit -> accuracy of each prompt
 
-    def generated(prompt: str, c: int, phrasing: str = "held-out combination", count: int = per_prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    def generated(prompt: str, c: int, phrasing: str = "held-out combination", count: int = per_prompt,
+                  seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal correct, judged
-        images = pipeline([prompt] * count)
+        images = pipeline([prompt] * count, seed)
         predicted, _ = judge.predict(images)
         if phrasing != "plain":  # the class accuracy of attribute prompts
             correct, judged = correct + int((predicted == c).sum()), judged + len(images)
@@ -82,7 +87,8 @@ def evaluate(pipeline: Pipeline, splits, style, judge, per_prompt: int, plain_pe
         return values, bins.terciles(values, torch.full((count,), c))
 
     for c in range(style.num_classes):
-        _, plain_t = generated(style.classes.names[c][0], c, "plain", plain_per_prompt)
+        # each digit its own noise, so that the spread's plain_per_prompt x 10 images are independent draws
+        _, plain_t = generated(style.classes.names[c][0], c, "plain", plain_per_prompt, seed=100 * pipeline.sampling.seed + 1 + c)
         plain_terciles.append(plain_t)
         for phrasing, template in phrasings.items():
             for a, attribute in enumerate(attributes):

@@ -221,11 +221,17 @@ def test_nothing_named_has_its_own_image_count_and_stays_out_of_the_class_accura
     class_of = {name: c for c, names in enumerate(style.classes.names) for name in names}
 
     class Pipeline:  # real held-out digits for any prompt; remembers what it was asked
-        def __init__(self):
-            self.counts, self.prompt = [], ""
+        sampling = benchmark.SamplingOptions(seed=3)
 
-        def __call__(self, prompts):
+        def __init__(self):
+            self.counts, self.prompt, self.plain_seeds = [], "", []
+
+        def __call__(self, prompts, seed=None):
             self.counts.append(len(prompts))
+            if len(prompts) == 5:
+                self.plain_seeds.append(seed)
+            else:
+                assert seed is None  # the adherence pairs share the run's noise
             self.prompt = prompts[0]
             return embedded_splits.test_images[:len(prompts)]
 
@@ -240,6 +246,7 @@ def test_nothing_named_has_its_own_image_count_and_stays_out_of_the_class_accura
     result = benchmark.evaluate(pipeline, embedded_splits, style, Judge(), per_prompt=2, plain_per_prompt=5, real=third)
     assert result["class_accuracy"] == 1.0 and result["class_accuracy_by_named"]["plain"] == 0.0
     assert pipeline.counts.count(5) == 10 and set(pipeline.counts) == {2, 5}
+    assert pipeline.plain_seeds == list(range(301, 311))  # each digit its own noise: independent draws
     for spread in result["no_attribute_named"].values():
         assert abs(sum(spread["shares"]) - 1) < 1e-6
         assert spread["largest_gap"] == pytest.approx(max(abs(s - 1 / 3) for s in spread["shares"]))
