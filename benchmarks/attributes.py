@@ -16,9 +16,8 @@ also Imagen's cascade, a 14x14 text decoder and super-resolution), digit and att
   thickness AUC of "a thick six slanted left" against "a thin six slanted left", and the slant AUC of
   "a thick six slanted left" against "a thick six slanted right".
 * **diversity left over**: with no attribute named ("six", ``--plain_per_prompt`` images per digit, each digit from its own
-  noise), the share of images
-  in each tercile of each attribute against the real held-out digits' (about a third each), its largest gap and the
-  standard error of a share; with one attribute named, the same shares of the others.
+  noise), the share of images in each tercile of each attribute against the real held-out digits' (about a third each),
+  its largest gap and the standard error of a share; with one attribute named, the same shares of the others.
 """
 from __future__ import annotations
 
@@ -55,8 +54,8 @@ class Pipeline:
 
     def __call__(self, prompts: list[str], seed: int | None = None) -> torch.Tensor:
         """``seed``: start from other noise than the adherence pairs' (which share theirs, position by position)."""
-        sampling, prior_sampling = (self.sampling, self.prior_sampling) if seed is None else \
-            (replace(self.sampling, seed=seed), replace(self.prior_sampling, seed=seed))
+        seed = self.sampling.seed if seed is None else seed
+        sampling, prior_sampling = replace(self.sampling, seed=seed), replace(self.prior_sampling, seed=seed)
         cond = self.conditioner.text(prompts)
         if self.prior is not None:
             cond = Conditioning(self.prior.sample(cond, prior_sampling))

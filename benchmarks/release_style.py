@@ -39,6 +39,15 @@ DECODER = STYLE_STAGES[-1]
 GUIDANCE = DECODER.guidance_scale or DEFAULT_GUIDANCE_SCALE  # what it is judged and (named in its file) sampled at
 
 
+def attributes_are_stale(result_path: Path, decoder: Path) -> bool:
+    """Whether an attributes.py result must be measured again: missing, older than the decoder, judged at another guidance
+    scale, or measured before the spread with nothing named had its own image count (``plain_per_prompt``)."""
+    if not result_path.exists() or result_path.stat().st_mtime < decoder.stat().st_mtime:
+        return True
+    result = json.loads(result_path.read_text())
+    return result.get("guidance_scale") != GUIDANCE or "plain_per_prompt" not in result
+
+
 def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_class: int) -> tuple[dict, dict]:
     """(attributes.py's result, decoder_quality.py's result), each measured again when the decoder is newer than it
     or was judged at another guidance scale (and the second at other settings than the release's, release.quality_is_stale)."""
@@ -46,9 +55,7 @@ def measure(work: Path, outputs: Path, judge_path: Path, per_prompt: int, per_cl
     decoder = work / shipped_file(DECODER)
     for name, script, flags, stale in (
             ("attributes", "benchmarks/attributes.py", ["--per_prompt", str(per_prompt), "--guidance_scale", str(GUIDANCE)],
-             lambda path: (not path.exists() or path.stat().st_mtime < decoder.stat().st_mtime
-                           or json.loads(path.read_text()).get("guidance_scale") != GUIDANCE
-                           or "plain_per_prompt" not in json.loads(path.read_text()))),  # measured before the spread had its own image count
+             lambda path: attributes_are_stale(path, decoder)),
             ("quality", "benchmarks/decoder_quality.py", ["--per_class", str(per_class), *judging_flags([GUIDANCE])],
              lambda path: quality_is_stale(path, [decoder], [GUIDANCE]))):
         path = outputs / f"{name}.json"

@@ -1,7 +1,11 @@
 """Style attributes (dataloading/attributes.py) and the captions that name them (dataloading/style_captions.py)."""
 from __future__ import annotations
 
+import json
 import random
+import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +15,9 @@ from dataloading.attributes import (DATASET_ATTRIBUTES, AttributeBins, deskewed_
                                     stroke_thickness, synthetic_stroke)
 from dataloading.style_captions import MNIST_STYLE, STYLE_CAPTION_SETS
 from evaluation.attributes import attribute_shares, pair_auc, tercile_shares
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import attributes as benchmark  # noqa: E402  benchmarks/attributes.py
 
 THICK_WORDS, THIN_WORDS = ("thick", "bold"), ("thin",)
 LEFT_WORDS, RIGHT_WORDS = ("left-slanted", "slanted left", "leaning left"), ("right-slanted", "slanted right", "leaning right")
@@ -204,19 +211,10 @@ def test_a_style_caption_fits_only_images_with_its_attributes():
     assert contrastive_loss(aligned, labels, fits) < contrastive_loss(10 * (~fits).float(), labels, fits)
 
 
-def attributes_benchmark():
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import attributes
-    return attributes
-
-
 def test_nothing_named_has_its_own_image_count_and_stays_out_of_the_class_accuracy(embedded_splits):
     """The spread of style is measured on --plain_per_prompt images per digit, with its largest gap from the real shares
     and a share's standard error; the judge's class accuracy counts attribute prompts only."""
-    import re
-    benchmark, style = attributes_benchmark(), MNIST_STYLE
+    style = MNIST_STYLE
     plain_prompts = {names[0] for names in style.classes.names}
     class_of = {name: c for c, names in enumerate(style.classes.names) for name in names}
 
@@ -254,9 +252,6 @@ def test_nothing_named_has_its_own_image_count_and_stays_out_of_the_class_accura
 
 
 def test_attributes_benchmark_runs_end_to_end(tiny_clip_path, tiny_decoder_path, tmp_path):
-    import json
-    from pathlib import Path
-    benchmark = attributes_benchmark()
     judge = Path(__file__).resolve().parent.parent / "pretrained" / "judge.safetensors"
     argv = ["--clip_model_path", tiny_clip_path, "--decoder_path", tiny_decoder_path, "--judge_path", judge, "--per_prompt", 2,
             "--plain_per_prompt", 3, "--steps", 2, "--seed", 4, "--device", "cpu", "--name", "attrs", "--folder", tmp_path]
