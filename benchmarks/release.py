@@ -170,18 +170,23 @@ def shipped_file(stage: ReleaseStage) -> str:
 
 class WorkFiles:
     """Where each stage's checkpoint is: in the work folder, or, for a stage kept from the current release
-    (``--keep``), the shipped weights in pretrained/ (only its shipped EMA: the other files of a kept stage are absent)."""
+    (``--keep``), the shipped weights in ``shipped_dir`` (only its shipped EMA: the other files of a kept stage are absent).
+    ``stages``: the release's (STAGES) unless another recipe names its own (release_style.py: pretrained/style/)."""
 
-    def __init__(self, work: Path, kept: set[str]) -> None:
-        self.work, self.kept = work, kept
+    def __init__(self, work: Path, kept: set[str], stages: tuple[ReleaseStage, ...] | None = None, shipped_dir: Path = PRETRAINED_DIR) -> None:
+        self.work, self.kept, self.stages, self.shipped_dir = work, kept, stages or STAGES, shipped_dir
 
     def __call__(self, file_name: str) -> Path:
-        kept = (stage for stage in STAGES if stage.name in self.kept)
+        kept = (stage for stage in self.stages if stage.name in self.kept)
         stage = next((stage for stage in kept if file_name == f"{stage.name}.pt" or file_name.startswith(f"{stage.name}_ema")), None)
-        if stage is None:  # a stage trained in the work folder, of this release or of another recipe (release_style.py)
+        if stage is None:  # a stage trained in the work folder
             return self.work / file_name
-        shipped = Path(os.path.relpath(PRETRAINED_DIR / f"{stage.name}{WEIGHTS_SUFFIX}"))  # relative: the model card prints it
+        shipped = Path(os.path.relpath(self.shipped(stage)))  # relative: the model card prints it
         return shipped if file_name == shipped_file(stage) else self.work / "absent" / file_name
+
+    def shipped(self, stage: ReleaseStage, suffix: str = WEIGHTS_SUFFIX) -> Path:
+        """A stage's file as the current release ships it: its weights, or (suffix ".json") its training metrics."""
+        return self.shipped_dir / f"{stage.name}{suffix}"
 
 
 def card_judge_path() -> Path:
@@ -197,15 +202,15 @@ def run(command: list[str]) -> None:
         sys.exit(f"error: {command[1]} stopped with exit code {code} (its message is above); the release stops here and resumes with the same command")
 
 
-def train(files: WorkFiles, settings: RunSettings, stages: tuple[ReleaseStage, ...] | None = None) -> dict[str, dict]:
-    """Each stage's metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
+def train(files: WorkFiles, settings: RunSettings) -> dict[str, dict]:
+    """Each of ``files.stages``' metrics file (training seconds, device, ...), training the stages that have none yet; a warm-restarted
     stage's holds its earlier runs' in order under "earlier_runs". A kept stage's metrics are those shipped beside its weights; the
-    others train on the kept CLIP if there is one. ``stages``: the release's (STAGES) unless another recipe names its own."""
+    others train on the kept CLIP if there is one."""
     settings = replace(settings, clip_path=files("clip.pt"))
     metrics = {}
-    for stage in stages or STAGES:
+    for stage in files.stages:
         if stage.name in files.kept:
-            metrics[stage.name] = json.loads((PRETRAINED_DIR / f"{stage.name}.json").read_text())
+            metrics[stage.name] = json.loads(files.shipped(stage, ".json").read_text())
             continue
         runs = stage.commands(settings)
         final_metrics = runs[-1][0]
@@ -266,7 +271,7 @@ def ship(files: WorkFiles, metrics: dict[str, dict], out_dir: Path, judge_path: 
     for stage in STAGES:
         checkpoint, weights = files.work / f"{stage.name}.pt", out_dir / f"{stage.name}{WEIGHTS_SUFFIX}"
         if stage.name in files.kept:
-            for shipped in (files(shipped_file(stage)), PRETRAINED_DIR / f"{stage.name}.json"):
+            for shipped in (files(shipped_file(stage)), files.shipped(stage, ".json")):
                 if shipped.parent.resolve() != out_dir.resolve():
                     out_dir.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(shipped, out_dir / shipped.name)

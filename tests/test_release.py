@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import release  # noqa: E402
@@ -163,3 +164,57 @@ def test_compile_reaches_every_diffusion_run_and_not_clip(tmp_path):
         assert not {"--compile", "--no-compile"} & set(clip.command(settings))
     default = release.RunSettings(tmp_path, tmp_path / "out", 0.1, 0, "cpu")
     assert not {"--compile", "--no-compile"} & {flag for _, command in decoder.commands(default) for flag in command}
+
+
+def test_the_style_release_keeps_its_shipped_stages_and_names_their_guidance_in_place_only(tiny_decoder_path, tmp_path):
+    """release_style.py --keep clip decoder: the shipped files are measured again. A kept decoder whose file names
+    another guidance is rewritten in place (the same weights) when the release goes there, once; a trial's copy names it
+    and the shipped file stays as it was."""
+    import release_style
+    from utils.checkpoints import export_weights, load_checkpoint
+    shipped_dir, work = tmp_path / "pretrained_style", tmp_path / "work"
+    decoder = export_weights(tiny_decoder_path, shipped_dir / "decoder.safetensors", {"sampling": {"guidance_scale": 9.0}})
+    (shipped_dir / "decoder.json").write_text(json.dumps({"steps": 4}))
+    files = release.WorkFiles(work, {"clip", "decoder"}, release_style.STYLE_STAGES, shipped_dir)
+    assert files("decoder.pt").resolve() == decoder.resolve() and files("clip.pt").resolve() == (shipped_dir / "clip.safetensors").resolve()
+    assert files.stages == release_style.STYLE_STAGES
+    wanted = release_style.DECODER.extra_fields()["sampling"]
+
+    trial_dir = tmp_path / "trial"
+    release_style.name_guidance(files, trial_dir)  # a trial: the shipped file is not touched
+    assert load_checkpoint(decoder, "decoder")["sampling"] == {"guidance_scale": 9.0}
+    copy = release_style.ship(files, release_style.DECODER, {"steps": 4}, trial_dir)
+    assert load_checkpoint(copy, "decoder")["sampling"] == wanted and json.loads(copy.with_suffix(".json").read_text()) == {"steps": 4}
+
+    before = load_checkpoint(decoder, "decoder")
+    release_style.name_guidance(files, shipped_dir)
+    after = load_checkpoint(decoder, "decoder")
+    assert after["sampling"] == wanted and after["ema"].keys() == before["ema"].keys()
+    assert all(torch.equal(after["ema"][k], before["ema"][k]) for k in before["ema"])
+    written = decoder.stat().st_mtime_ns
+    release_style.name_guidance(files, shipped_dir)  # it names it already: not written again, so its results stay fresh
+    assert decoder.stat().st_mtime_ns == written
+    assert release_style.ship(files, release_style.DECODER, {"steps": 4}, shipped_dir) == shipped_dir / "decoder.safetensors"
+    assert decoder.stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("keep, message", [(["decoder"], "add clip to --keep"), (["clip", "prior"], "invalid choice")])
+def test_the_style_release_keeps_shipped_stages_with_their_clip(keep, message, capsys, monkeypatch):
+    import release_style
+    monkeypatch.setattr(sys, "argv", ["release_style.py", "--keep", *keep])
+    with pytest.raises(SystemExit) as exit_:
+        release_style.main()
+    assert_one_line_error(capsys, exit_.value.code, message)
+
+
+def test_a_style_result_judged_at_another_guidance_is_measured_again(tmp_path):
+    import release_style
+    decoder, result = tmp_path / "decoder.safetensors", tmp_path / "attributes.json"
+    decoder.write_bytes(b"")
+    assert release_style.attributes_are_stale(result, decoder)  # missing
+    result.write_text(json.dumps({"guidance_scale": release_style.GUIDANCE, "plain_per_prompt": 100}))
+    assert not release_style.attributes_are_stale(result, decoder)
+    result.write_text(json.dumps({"guidance_scale": release_style.GUIDANCE + 0.5, "plain_per_prompt": 100}))
+    assert release_style.attributes_are_stale(result, decoder)
+    result.write_text(json.dumps({"guidance_scale": release_style.GUIDANCE}))  # measured before the spread had its own count
+    assert release_style.attributes_are_stale(result, decoder)
