@@ -1,6 +1,8 @@
 """Shared weights (safetensors): exact round trips, one-line errors for tampered files, and the checkpoints/ -> pretrained/ fallback."""
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,9 @@ from models.prior import Prior
 from models.samplers import SamplingOptions
 from utils.checkpoints import default_weights, export_weights, load_checkpoint
 from utils.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import average_weights  # noqa: E402
 
 FEW_STEPS = SamplingOptions(steps=3, seed=5)
 
@@ -179,3 +184,26 @@ def test_checkpoints_are_written_readable_like_any_file(tmp_path):
             assert path.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(previous)
+
+
+def test_averaged_weights_are_the_mean_of_runs_with_one_config(tiny_decoder_path, tiny_clip_path, tmp_path, capsys):
+    """benchmarks/average_weights.py: a model soup of two runs is their parameters' mean and samples like any decoder;
+    files of other configs or kinds, or a single file, get one line."""
+    first = load_checkpoint(tiny_decoder_path, "decoder")
+    shifted = {**{k: v for k, v in first.items() if k not in ("kind", "format_version")}, "ema": {k: v + 1.0 for k, v in first["ema"].items()}}
+    second = checkpoints.save_checkpoint(tmp_path / "second.pt", "decoder", shifted)
+    output = tmp_path / "soup.safetensors"
+    assert run_cli(average_weights.main, [tiny_decoder_path, second, "--output", output]) == 0
+    soup = load_checkpoint(output, "decoder")
+    assert "training" not in soup and soup["config"] == first["config"]
+    assert all(torch.allclose(soup["ema"][k], first["ema"][k] + 0.5) for k in first["ema"])
+    images = Decoder.load(str(output), clip=load_clip(str(tiny_clip_path))).generate(
+        ClipConditioner(load_clip(str(tiny_clip_path))).text(["six"]), SamplingOptions(steps=2, seed=0))
+    assert images.shape == (1, 1, 28, 28) and torch.isfinite(images).all()
+
+    other = checkpoints.save_checkpoint(tmp_path / "other.pt", "decoder", {**shifted, "config": {**first["config"], "condition": "image"}})
+    for argv, message in (([tiny_decoder_path, other], "cannot be averaged"), ([tiny_decoder_path], "at least two"),
+                          ([tiny_decoder_path, tiny_clip_path], "is needed")):
+        capsys.readouterr()
+        assert_one_line_error(capsys, run_cli(average_weights.main, [*argv, "--output", tmp_path / "bad.pt"]), message)
+    assert not (tmp_path / "bad.pt").exists()

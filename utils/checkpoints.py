@@ -136,6 +136,21 @@ def export_weights(checkpoint_path: str | Path, weights_path: str | Path, extra:
     return save_checkpoint(weights_path, data["kind"], {**payload, **(extra or {})})
 
 
+def average_weights(paths: list[str | Path], kind: str) -> dict[str, Any]:
+    """The uniform average of runs' sampling weights (a "model soup", Wortsman et al. 2022, eq. 1: theta = 1/k sum_i theta_i),
+    as a checkpoint payload of ``kind``. Averaging is only meaningful between runs that began from the same weights (e.g. warm
+    restarts with other seeds from one checkpoint), so the runs must share one config, CLIP included; a guidance scale the
+    first names is not carried over. Returns the first file's fields with its ``ema`` replaced by the average."""
+    if len(paths) < 2:
+        raise UserError("averaging takes at least two weight files")
+    runs = [load_checkpoint(path, kind) for path in paths]
+    for path, run in zip(paths[1:], runs[1:]):
+        if run["config"] != runs[0]["config"] or run["ema"].keys() != runs[0]["ema"].keys():
+            raise UserError(f"{path} has another config than {paths[0]} (architecture, data or CLIP): their weights cannot be averaged")
+    ema = {name: sum(run["ema"][name].float() for run in runs) / len(runs) for name in runs[0]["ema"]}  # float32 tensors, each shaped as in one run
+    return {**{k: v for k, v in runs[0].items() if k not in ("kind", "format_version", "training", "sampling")}, "ema": ema}
+
+
 def extra_ema_path(save_path: str | Path, decay_name: str) -> Path:
     """Where the EMA of decay ``decay_name`` (e.g. "0.995", from --extra_ema_decays) is written: beside the checkpoint, as a sampling-only checkpoint."""
     path = Path(save_path)
