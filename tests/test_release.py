@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import release  # noqa: E402
+import release_style  # noqa: E402
 from conftest import assert_one_line_error  # noqa: E402
 
 
@@ -42,11 +43,12 @@ def test_the_card_shows_the_command_without_its_note():
     assert shown == ["--keep", "clip", "prior", "--seed", "1"]
 
 
-@pytest.mark.parametrize("keep, message", [(["prior"], "add clip to --keep"), (["clip", "nothing"], "invalid choice")])
-def test_keep_takes_shipped_stages_with_their_clip(keep, message, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["release.py", "--keep", *keep])
+@pytest.mark.parametrize("recipe, keep, message", [(release, ["prior"], "add clip to --keep"), (release, ["clip", "nothing"], "invalid choice"),
+                                                    (release_style, ["decoder"], "add clip to --keep"), (release_style, ["clip", "prior"], "invalid choice")])
+def test_keep_takes_shipped_stages_with_their_clip(recipe, keep, message, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [Path(recipe.__file__).name, "--keep", *keep])
     with pytest.raises(SystemExit) as exit_:
-        release.main()
+        recipe.main()
     assert_one_line_error(capsys, exit_.value.code, message)
 
 
@@ -170,7 +172,6 @@ def test_the_style_release_keeps_its_shipped_stages_and_names_their_guidance_in_
     """release_style.py --keep clip decoder: the shipped files are measured again. A kept decoder whose file names
     another guidance is rewritten in place (the same weights) when the release goes there, once; a trial's copy names it
     and the shipped file stays as it was."""
-    import release_style
     from utils.checkpoints import export_weights, load_checkpoint
     shipped_dir, work = tmp_path / "pretrained_style", tmp_path / "work"
     decoder = export_weights(tiny_decoder_path, shipped_dir / "decoder.safetensors", {"sampling": {"guidance_scale": 9.0}})
@@ -198,17 +199,7 @@ def test_the_style_release_keeps_its_shipped_stages_and_names_their_guidance_in_
     assert decoder.stat().st_mtime_ns == written
 
 
-@pytest.mark.parametrize("keep, message", [(["decoder"], "add clip to --keep"), (["clip", "prior"], "invalid choice")])
-def test_the_style_release_keeps_shipped_stages_with_their_clip(keep, message, capsys, monkeypatch):
-    import release_style
-    monkeypatch.setattr(sys, "argv", ["release_style.py", "--keep", *keep])
-    with pytest.raises(SystemExit) as exit_:
-        release_style.main()
-    assert_one_line_error(capsys, exit_.value.code, message)
-
-
 def test_a_style_result_judged_at_another_guidance_is_measured_again(tmp_path):
-    import release_style
     decoder, result = tmp_path / "decoder.safetensors", tmp_path / "attributes.json"
     decoder.write_bytes(b"")
     assert release_style.attributes_are_stale(result, decoder)  # missing
