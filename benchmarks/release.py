@@ -189,6 +189,14 @@ class WorkFiles:
         return self.shipped_dir / f"{stage.name}{suffix}"
 
 
+def keep_error(files: WorkFiles) -> str | None:
+    """What is wrong with a ``--keep`` choice, or None: the kept stages must ship, and with the CLIP they were trained on."""
+    if files.kept and "clip" not in files.kept:
+        return "the kept stages were trained on the shipped CLIP: add clip to --keep"
+    missing = [stage.name for stage in files.stages if stage.name in files.kept and not files.shipped(stage).exists()]
+    return f"--keep takes shipped stages, and {files.shipped_dir} lacks {', '.join(missing)}" if missing else None
+
+
 def card_judge_path() -> Path:
     """The MNIST judge every release is judged by, relative to here as its model card prints it: checkpoints/judge.pt
     (decoder_quality.py trains and caches it on its first run), else the shipped judge."""
@@ -403,17 +411,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.scale <= 0 or args.per_class <= 0:
         parser.error("--scale and --per_class must be positive")
-    if args.keep and "clip" not in args.keep:
-        parser.error("the kept stages were trained on the shipped CLIP: add clip to --keep")
-    if args.keep and not all((PRETRAINED_DIR / f"{name}{WEIGHTS_SUFFIX}").exists() for name in args.keep):
-        parser.error(f"--keep takes shipped stages, and {PRETRAINED_DIR} lacks some of {', '.join(args.keep)}")
     trial = args.scale < 1
     run_name = args.run_name + ("_trial" if trial else "")
     work, outputs = WORK_DIR.parent / run_name, OUTPUT_DIR.parent / run_name
+    files = WorkFiles(work, set(args.keep))
+    if error := keep_error(files):
+        parser.error(error)
     out_dir = Path(args.out_dir) if args.out_dir else (PRETRAINED_DIR if run_name == "release" else outputs / "pretrained")
     judge_path = card_judge_path()
     print(f"judge: {judge_path}" + ("" if judge_path.exists() else " (decoder_quality.py trains it first)"))
-    files = WorkFiles(work, set(args.keep))
     settings = RunSettings(work, outputs, args.scale, args.seed, args.device, files("clip.pt"), args.compile)
     metrics = train(files, settings)
     results = judge(files, outputs, args.per_class, judge_path)

@@ -24,7 +24,7 @@ import common  # noqa: F401
 
 from evaluation.reports import machine
 from models.samplers import DEFAULT_GUIDANCE_SCALE
-from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, RunSettings, WarmRestart, WorkFiles, card_judge_path, judging_flags, quality_is_stale, run, shipped_file, shown_arguments, steps_text, train, training_minutes
+from release import OUTPUT_DIR, WORK_DIR, ReleaseStage, RunSettings, WarmRestart, WorkFiles, card_judge_path, judging_flags, keep_error, quality_is_stale, run, shipped_file, shown_arguments, steps_text, train, training_minutes
 from utils.checkpoints import PRETRAINED_DIR, WEIGHTS_SUFFIX, export_weights, load_checkpoint
 from utils.files import write_json
 
@@ -143,15 +143,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.scale <= 0 or args.per_prompt < 2 or args.per_class <= 0:
         parser.error("--scale and --per_class must be positive, and --per_prompt at least 2")
-    if args.keep and "clip" not in args.keep:
-        parser.error("the kept stages were trained on the shipped style CLIP: add clip to --keep")
-    if args.keep and not all((SHIPPED_DIR / f"{name}{WEIGHTS_SUFFIX}").exists() for name in args.keep):
-        parser.error(f"--keep takes shipped stages, and {SHIPPED_DIR} lacks some of {', '.join(args.keep)}")
     run_name = "release" + ("_trial" if args.scale < 1 else "")
     work, outputs = WORK_DIR.parent / run_name / "style", OUTPUT_DIR.parent / run_name / "style"
+    files = WorkFiles(work, set(args.keep), STYLE_STAGES, SHIPPED_DIR)
+    if error := keep_error(files):
+        parser.error(error)
     out_dir = SHIPPED_DIR if run_name == "release" else outputs / "pretrained"
     judge_path = card_judge_path()
-    files = WorkFiles(work, set(args.keep), STYLE_STAGES, SHIPPED_DIR)
     settings = RunSettings(work, outputs, args.scale, args.seed, args.device, compile=args.compile)
     metrics = train(files, settings)
     commands = [command for stage in STYLE_STAGES for _, command in stage.commands(settings)]  # a kept stage's too: they made its weights

@@ -209,3 +209,11 @@ def test_a_style_result_judged_at_another_guidance_is_measured_again(tmp_path):
     assert release_style.attributes_are_stale(result, decoder)
     result.write_text(json.dumps({"guidance_scale": release_style.GUIDANCE}))  # measured before the spread had its own count
     assert release_style.attributes_are_stale(result, decoder)
+
+
+def test_keep_names_the_stages_that_do_not_ship(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(release_style, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["release_style.py", "--keep", "clip", "decoder"])
+    with pytest.raises(SystemExit) as exit_:
+        release_style.main()
+    assert_one_line_error(capsys, exit_.value.code, f"{tmp_path} lacks clip, decoder")
