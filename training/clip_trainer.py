@@ -213,9 +213,9 @@ class ClipRun:
         style = STYLE_CAPTION_SETS[self.splits.name]
         metrics["attribute_retrieval"] = clip_attribute_retrieval(self.model, self.splits, style)
         adjective = metrics["attribute_retrieval"]["adjective"]
-        first, class_name = style.attributes[0], style.bare_names[0]  # e.g. "a thick zero" against "a thin zero"
-        self.log(f"attribute retrieval on held-out images (AUC of \"a {first.adjectives[2][0]} {class_name}\" against \"a {first.adjectives[0][0]} {class_name}\", "
-                 "...; mean over classes): " + ", ".join(f"{name} {summary['mean']:.3f}" for name, summary in adjective.items()))
+        high, low = (style.prompt(0, {style.attributes[0].name: tercile}) for tercile in (2, 0))  # e.g. "a thick zero", "a thin zero"
+        self.log(f"attribute retrieval on held-out images (AUC of \"{high}\" against \"{low}\", ...; mean over classes): "
+                 + ", ".join(f"{name} {summary['mean']:.3f}" for name, summary in adjective.items()))
         written = [Path(config.save_path), write_json(Path(config.save_path).with_suffix(".json"), metrics)]
         written += write_clip_plots(self.model, self.splits, self.history, Path(config.output_dir))
         for path in written:
