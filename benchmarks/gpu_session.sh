@@ -29,14 +29,14 @@ if [ "$PHASE" = speed ]; then
   clock "tests"
   timeout 170 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -30 > "$OUT/gpu_tests.txt"; cat "$OUT/gpu_tests.txt"
   clock "speed"
-  timeout 330 $PY benchmarks/gpu.py --name gpu_speed 2>&1 | grep -v "it/s\|step/s\|USDT" > "$OUT/gpu_speed.txt"; cat "$OUT/gpu_speed.txt"
+  timeout 330 $PY benchmarks/gpu.py --name gpu_speed 2>&1 | bars | grep -v "USDT" > "$OUT/gpu_speed.txt"; cat "$OUT/gpu_speed.txt"
   cp outputs/benchmarks/gpu_speed.json "$OUT/" 2>/dev/null
   clock "smoke"
   S=outputs/gpu_smoke
   timeout 100 sh -c "$PY clip_train.py --preset gpu --epochs 2 --save_path $S/clip.pt --output_dir $S/clip && \
     $PY unclip_train.py --preset gpu --steps 60 --sample_every 30 --save_every 30 --clip_model_path $S/clip.pt --save_path $S/decoder.pt --output_dir $S/decoder && \
     $PY unclip_train.py --preset gpu --steps 90 --resume --clip_model_path $S/clip.pt --save_path $S/decoder.pt --output_dir $S/decoder" 2>&1 \
-    | grep -v "it/s\]$" | tail -40 > "$OUT/smoke.txt"; echo "smoke exit $?" >> "$OUT/smoke.txt"; cat "$OUT/smoke.txt"
+    | bars | tail -40 > "$OUT/smoke.txt"; echo "smoke exit $?" >> "$OUT/smoke.txt"; cat "$OUT/smoke.txt"
 elif [ "$PHASE" = fashion ]; then
   F=outputs/gpu_fashion
   clock "fashion clip"
@@ -54,7 +54,7 @@ elif [ "$PHASE" = fashion ]; then
   done
 else
   clock "time to quality"
-  timeout 440 $PY benchmarks/gpu.py --time_to_quality --name gpu 2>&1 | grep -v "it/s\]$\|step/s\]$" | tail -60 > "$OUT/time_to_quality.txt"; cat "$OUT/time_to_quality.txt"
+  timeout 440 $PY benchmarks/gpu.py --time_to_quality --name gpu 2>&1 | bars | tail -60 > "$OUT/time_to_quality.txt"; cat "$OUT/time_to_quality.txt"
   cp outputs/benchmarks/gpu_time_to_quality*.json "$OUT/" 2>/dev/null
   cp outputs/benchmarks/time_to_quality/decoder/samples_final.png outputs/benchmarks/time_to_quality/decoder.json "$OUT/" 2>/dev/null
 fi
